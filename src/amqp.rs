@@ -1,0 +1,157 @@
+//! Broker connection and topology. Every option is spelled out with its reason.
+
+use crate::config::{AmqpSettings, QueueType};
+use lapin::options::{
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+/// Opens a connection named after this process, so `rabbitmqctl list_connections` shows who
+/// is who. lapin's own auto-recovery is not enabled: intake owns reconnection, because after a
+/// reconnect it must drop every delivery tag of the old channel rather than ack it.
+pub async fn connect(settings: &AmqpSettings) -> Result<Connection, lapin::Error> {
+    let name = format!(
+        "otpd {} pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    Connection::connect(
+        settings.url.expose(),
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await
+}
+
+/// Declares the exchanges and queues otpd uses. Declarations are idempotent, so every instance
+/// declares everything at start-up and after each reconnect; a declaration whose arguments
+/// differ from the existing queue's fails with PRECONDITION_FAILED and stops start-up, which
+/// is what an operator wants to hear about.
+pub async fn declare_topology(channel: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+    // Durable: the exchanges must outlive broker restarts, or publishes during one are dropped.
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    // Durable, not exclusive, not auto-delete: jobs wait in it while no otpd is running.
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+
+    channel
+        .exchange_declare(
+            s.jobs_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            s.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    // Fanout: whatever the reason (ours, or the broker's delivery limit), a dead job lands in
+    // one queue for an operator to inspect.
+    channel
+        .exchange_declare(
+            s.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+
+    channel
+        .queue_declare(
+            s.dead_letter_queue.as_str().into(),
+            durable_queue,
+            queue_type_args(s.queue_type),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            s.dead_letter_queue.as_str().into(),
+            s.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    channel
+        .queue_declare(
+            s.jobs_queue.as_str().into(),
+            durable_queue,
+            jobs_queue_args(s),
+        )
+        .await?;
+    // `#` rather than one binding per channel: a job with an unknown routing key still reaches
+    // otpd and is rejected visibly, instead of being dropped as unroutable.
+    channel
+        .queue_bind(
+            s.jobs_queue.as_str().into(),
+            s.jobs_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+fn queue_type_args(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    let name = match queue_type {
+        QueueType::Quorum => "quorum",
+        QueueType::Classic => "classic",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(name.into()));
+    args
+}
+
+fn jobs_queue_args(s: &AmqpSettings) -> FieldTable {
+    let mut args = queue_type_args(s.queue_type);
+    // Messages nacked without requeue, and (quorum) those over the delivery limit, go here.
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(s.dead_letter_exchange.as_str().into()),
+    );
+    if s.queue_type == QueueType::Quorum {
+        // A message that makes otpd crash is redelivered; after this many deliveries the broker
+        // dead-letters it instead of letting it loop (Kratos #402: one bad message blocked all).
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(s.delivery_limit.min(i32::MAX as u32) as i32),
+        );
+    }
+    args
+}
+
+/// The consuming channel: manual acks with a bounded prefetch, so the broker never pushes
+/// more unacked jobs than this instance will work on at once.
+pub async fn consumer_channel(
+    connection: &Connection,
+    prefetch: u16,
+) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// The publishing channel, in confirm mode: an event or dead-lettered job counts as published
+/// only once the broker has taken responsibility for it.
+pub async fn publisher_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}

@@ -1,0 +1,160 @@
+//! Wiring: builds every part from [`Settings`] and runs them under one cancellation token and
+//! one task tracker, both passed explicitly.
+
+use crate::config::Settings;
+use crate::dispatch::{Dispatcher, DispatcherParts};
+use crate::events::Publisher;
+use crate::http::{self, HttpState};
+use crate::intake::{Intake, Report};
+use crate::metrics::Metrics;
+use crate::providers::{BuildError, Providers};
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("providers: {0}")]
+    Providers(#[from] BuildError),
+    #[error("binding the HTTP listener on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+const DEV_HMAC_KEY: &str = "dev-only-destination-hmac-key-change-me";
+
+pub struct App {
+    intake: Arc<Intake>,
+    http: (TcpListener, HttpState),
+    dispatcher: Arc<Dispatcher>,
+    store: Store,
+}
+
+impl App {
+    /// Applies migrations (when configured), builds providers and binds the HTTP listener.
+    /// Nothing is consumed until [`App::run`].
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<App, AppError> {
+        // rustls needs one process-wide crypto provider; ring is the only one compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if settings.store.destination_hmac_key.expose() == DEV_HMAC_KEY {
+            tracing::warn!(
+                "store.destination_hmac_key is the development default; set OTPD__STORE__DESTINATION_HMAC_KEY"
+            );
+        }
+        if settings.database.migrate_on_start {
+            Store::migrate(&settings.database).await?;
+        }
+        let store = Store::connect(
+            &settings.database,
+            settings.store.destination_hmac_key.clone(),
+        )?;
+        let providers = Providers::from_settings(&settings)?;
+        let metrics = Arc::new(Metrics::new());
+        let publisher = Arc::new(Publisher::new(
+            &settings.amqp.events_exchange,
+            &settings.amqp.dead_letter_exchange,
+        ));
+        let addr = settings.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Http { addr, source })?;
+        let http_state = HttpState {
+            store: store.clone(),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+        };
+        let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
+        let amqp = clone_amqp(&settings);
+        let parts = DispatcherParts {
+            store: store.clone(),
+            publisher: publisher.clone(),
+            providers,
+            metrics: metrics.clone(),
+            shutdown,
+        };
+        let dispatcher = Arc::new(Dispatcher::new(settings, parts));
+        let (reports, _) = broadcast::channel(4096);
+        let intake = Arc::new(Intake {
+            settings: amqp,
+            dispatcher: dispatcher.clone(),
+            publisher,
+            metrics,
+            reports,
+            drain_timeout,
+        });
+        Ok(App {
+            intake,
+            http: (listener, http_state),
+            dispatcher,
+            store,
+        })
+    }
+
+    /// The bound HTTP address (useful when the config asked for port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .0
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Reports of every handled message, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Report> {
+        self.intake.reports.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
+        let (listener, state) = self.http;
+        let http_shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let serve = axum::serve(listener, http::router(state))
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        let dispatcher = self.dispatcher.clone();
+        let shrink_shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = shrink_shutdown.cancelled() => return,
+                    _ = every.tick() => dispatcher.limiter().shrink(),
+                }
+            }
+        });
+        tracker.spawn(self.intake.clone().run(shutdown.clone()));
+        shutdown.cancelled().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracker.close();
+        tracker.wait().await;
+        self.store.close().await;
+    }
+}
+
+fn clone_amqp(s: &Settings) -> crate::config::AmqpSettings {
+    let a = &s.amqp;
+    crate::config::AmqpSettings {
+        url: a.url.clone(),
+        jobs_exchange: a.jobs_exchange.clone(),
+        jobs_queue: a.jobs_queue.clone(),
+        queue_type: a.queue_type,
+        dead_letter_exchange: a.dead_letter_exchange.clone(),
+        dead_letter_queue: a.dead_letter_queue.clone(),
+        events_exchange: a.events_exchange.clone(),
+        prefetch: a.prefetch,
+        delivery_limit: a.delivery_limit,
+        reconnect_max_delay_ms: a.reconnect_max_delay_ms,
+    }
+}

@@ -1,0 +1,240 @@
+//! Loading and validating settings.
+
+use super::{ProviderKind, Settings};
+use crate::render::Placeholders;
+use config::{Config, Environment, File, FileFormat};
+use std::path::Path;
+
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+const SYSTEM_CONFIG: &str = "/etc/otpd/otpd.toml";
+
+/// A start-up error that names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Layers the defaults, an optional file and the environment, then validates the result.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    match path {
+        Some(p) => {
+            builder = builder.add_source(File::from(p).format(FileFormat::Toml).required(true))
+        }
+        None if Path::new(SYSTEM_CONFIG).exists() => {
+            builder = builder.add_source(File::with_name(SYSTEM_CONFIG).format(FileFormat::Toml))
+        }
+        None => {}
+    }
+    let env = Environment::with_prefix("OTPD")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+fn validate(s: &Settings) -> Result<(), ConfigError> {
+    if s.amqp.prefetch == 0 {
+        return Err(invalid("amqp.prefetch", "must be at least 1"));
+    }
+    if s.amqp.delivery_limit == 0 {
+        return Err(invalid("amqp.delivery_limit", "must be at least 1"));
+    }
+    if s.database.max_connections < 2 {
+        return Err(invalid("database.max_connections", "must be at least 2"));
+    }
+    if s.store.destination_hmac_key.expose().len() < 16 {
+        return Err(invalid(
+            "store.destination_hmac_key",
+            "must be at least 16 bytes",
+        ));
+    }
+    for (key, rate) in [
+        ("limits.phone", s.limits.phone),
+        ("limits.account", s.limits.account),
+    ] {
+        if rate.burst == 0 || rate.period_secs == 0 {
+            return Err(invalid(
+                key,
+                "burst and period_secs must both be at least 1",
+            ));
+        }
+    }
+    validate_retry(s)?;
+    validate_messages(s)?;
+    for channel in crate::domain::Channel::ALL {
+        match s.channels.provider_for(channel) {
+            ProviderKind::Log => {}
+            ProviderKind::Twilio => validate_twilio(s, channel)?,
+            ProviderKind::Smtp => validate_smtp(s, channel)?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_retry(s: &Settings) -> Result<(), ConfigError> {
+    let r = &s.retry;
+    if r.max_attempts == 0 {
+        return Err(invalid("retry.max_attempts", "must be at least 1"));
+    }
+    if r.initial_delay_ms == 0 || r.initial_delay_ms > r.max_delay_ms {
+        return Err(invalid(
+            "retry.initial_delay_ms",
+            "must be at least 1 and at most retry.max_delay_ms",
+        ));
+    }
+    if r.attempt_timeout_ms == 0 {
+        return Err(invalid("retry.attempt_timeout_ms", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_messages(s: &Settings) -> Result<(), ConfigError> {
+    let m = &s.messages;
+    for (key, text) in [
+        ("messages.sms", &m.sms),
+        ("messages.email_subject", &m.email_subject),
+        ("messages.email_text", &m.email_text),
+    ] {
+        Placeholders::check(text).map_err(|e| invalid(key, e))?;
+    }
+    if !m.sms.contains("{code}") || !m.email_text.contains("{code}") {
+        return Err(invalid(
+            "messages.sms",
+            "the sms and email_text messages must contain {code}",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_twilio(s: &Settings, channel: crate::domain::Channel) -> Result<(), ConfigError> {
+    let t = &s.providers.twilio;
+    let url = reqwest::Url::parse(&t.base_url)
+        .map_err(|e| invalid("providers.twilio.base_url", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            "providers.twilio.base_url",
+            "must be an http or https URL",
+        ));
+    }
+    if !(t.account_sid.starts_with("AC") && t.account_sid.len() == 34) {
+        return Err(invalid(
+            "providers.twilio.account_sid",
+            "must be an Account SID (AC + 32 hex digits)",
+        ));
+    }
+    if t.auth_token.is_empty() {
+        return Err(invalid(
+            "providers.twilio.auth_token",
+            "must be set when a channel uses twilio",
+        ));
+    }
+    let (key, from) = match channel {
+        crate::domain::Channel::Voice => ("providers.twilio.voice_from", &t.voice_from),
+        _ => ("providers.twilio.sms_from", &t.sms_from),
+    };
+    if from.is_empty() {
+        return Err(invalid(
+            key,
+            format!("must be set because channels.{channel} = \"twilio\""),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_smtp(s: &Settings, channel: crate::domain::Channel) -> Result<(), ConfigError> {
+    let m = &s.providers.smtp;
+    if channel != crate::domain::Channel::Email {
+        return Err(invalid(
+            "channels",
+            format!("channels.{channel} cannot use the smtp provider"),
+        ));
+    }
+    if m.host.is_empty() {
+        return Err(invalid(
+            "providers.smtp.host",
+            "must be set when channels.email = \"smtp\"",
+        ));
+    }
+    if m.from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(invalid(
+            "providers.smtp.from",
+            "must be a mailbox such as \"Example <no-reply@example.com>\"",
+        ));
+    }
+    if m.pool_max_size == 0 {
+        return Err(invalid(
+            "providers.smtp.pool_max_size",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(extra: &str) -> Result<Settings, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("otpd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.toml", extra.len()));
+        std::fs::write(&path, extra).unwrap();
+        let result = load(Some(&path));
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    #[test]
+    fn the_shipped_defaults_load() {
+        let s = with("").unwrap();
+        assert_eq!(s.amqp.jobs_queue, "otpd.jobs");
+        assert_eq!(s.channels.sms, ProviderKind::Log);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = with("[amqp]\nprefetch = 0\n").unwrap_err().to_string();
+        assert!(err.contains("amqp.prefetch"), "{err}");
+        let err = with("[channels]\nsms = \"twilio\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers.twilio.account_sid"), "{err}");
+        let err = with("[messages]\nsms = \"{code} {nope}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("messages.sms") && err.contains("nope"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_key() {
+        let err = with("[amqp]\nprefetch = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let s = with("[providers.twilio]\nauth_token = \"tok-123\"\n").unwrap();
+        let printed = toml::to_string(&s).unwrap();
+        assert!(!printed.contains("tok-123"));
+        assert!(!printed.contains("guest:guest"));
+        assert!(printed.contains("[redacted]"));
+    }
+}

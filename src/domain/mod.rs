@@ -1,0 +1,185 @@
+//! Domain types: everything that crosses the edge is parsed into these once, so the rest of the
+//! daemon never sees an unvalidated phone number, address or code.
+
+mod ids;
+pub mod job;
+mod mask;
+mod secret_code;
+mod state;
+
+pub use ids::{AccountId, ChallengeId};
+pub use job::{Job, RejectReason, Rejection};
+pub use mask::{mask_email, mask_phone};
+pub use secret_code::OtpCode;
+pub use state::DeliveryState;
+
+use std::fmt;
+
+/// The delivery channels of the v1 contract. The routing key of a job equals its channel name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Voice,
+    Email,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Sms, Channel::Voice, Channel::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+            Channel::Email => "email",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated E.164 phone number. Parsing goes through the `phonenumber` crate so that numbers
+/// that cannot exist (wrong length for the country, unassigned ranges) are refused at intake.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<PhoneNumber, String> {
+        if !raw.starts_with('+') {
+            return Err("phone numbers must be in E.164 form, starting with +".into());
+        }
+        let parsed =
+            phonenumber::parse(None, raw).map_err(|e| format!("not a phone number: {e}"))?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err("not a valid phone number for its country".into());
+        }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        if e164 != raw {
+            return Err(
+                "phone numbers must be in canonical E.164 form (digits only after +)".into(),
+            );
+        }
+        Ok(PhoneNumber(e164))
+    }
+
+    pub fn as_e164(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Debug never shows the whole number, so a stray `{:?}` cannot leak it into a log.
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", mask_phone(&self.0))
+    }
+}
+
+/// A syntactically valid email address, parsed by lettre so that whatever intake accepts the
+/// SMTP provider can also address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EmailAddress(lettre::Address);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<EmailAddress, String> {
+        if raw.len() > 254 {
+            return Err("email address longer than 254 characters".into());
+        }
+        raw.parse::<lettre::Address>()
+            .map(EmailAddress)
+            .map_err(|e| format!("not an email address: {e}"))
+    }
+
+    pub fn as_address(&self) -> &lettre::Address {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmailAddress({})", mask_email(self.as_str()))
+    }
+}
+
+/// Where a code goes. The variant always matches the job's channel: intake refuses a phone
+/// number on the email channel and an address on sms/voice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Phone(PhoneNumber),
+    Email(EmailAddress),
+}
+
+impl Destination {
+    /// The full destination, for providers and the keyed HMAC only.
+    pub fn expose(&self) -> &str {
+        match self {
+            Destination::Phone(p) => p.as_e164(),
+            Destination::Email(e) => e.as_str(),
+        }
+    }
+
+    /// The form that may be stored and shown: enough for a support agent to recognise, not
+    /// enough to contact the person.
+    pub fn masked(&self) -> String {
+        match self {
+            Destination::Phone(p) => mask_phone(p.as_e164()),
+            Destination::Email(e) => mask_email(e.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_must_be_canonical_e164_and_valid() {
+        assert!(PhoneNumber::parse("+14155550123").is_ok());
+        assert!(PhoneNumber::parse("+447911123456").is_ok());
+        assert!(PhoneNumber::parse("14155550123").is_err(), "missing +");
+        assert!(
+            PhoneNumber::parse("+1 415 555 0123").is_err(),
+            "not canonical"
+        );
+        assert!(PhoneNumber::parse("+1415").is_err(), "too short");
+        assert!(
+            PhoneNumber::parse("+99912345678").is_err(),
+            "no such country"
+        );
+        assert!(PhoneNumber::parse("hello").is_err());
+    }
+
+    #[test]
+    fn debug_output_masks_destinations() {
+        let p = PhoneNumber::parse("+14155550123").unwrap();
+        assert_eq!(format!("{p:?}"), "PhoneNumber(+1415•••0123)");
+        let e = EmailAddress::parse("jane.doe@example.com").unwrap();
+        assert_eq!(format!("{e:?}"), "EmailAddress(j•••@example.com)");
+    }
+
+    #[test]
+    fn email_addresses_are_checked() {
+        assert!(EmailAddress::parse("a@example.com").is_ok());
+        assert!(EmailAddress::parse("not-an-address").is_err());
+        assert!(EmailAddress::parse("a@").is_err());
+    }
+
+    #[test]
+    fn channels_round_trip_through_their_names() {
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("fax"), None);
+    }
+}

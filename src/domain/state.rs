@@ -1,0 +1,80 @@
+//! The per-challenge state machine, as stored in `deliveries.state`.
+
+use std::fmt;
+
+/// `received → sending → sent | failed | expired | rate_limited | rejected`; a job may also go
+/// straight from `received` to `expired`, `rate_limited` or `rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Received,
+    Sending,
+    Sent,
+    Failed,
+    Expired,
+    RateLimited,
+    Rejected,
+}
+
+impl DeliveryState {
+    const ALL: [DeliveryState; 7] = [
+        DeliveryState::Received,
+        DeliveryState::Sending,
+        DeliveryState::Sent,
+        DeliveryState::Failed,
+        DeliveryState::Expired,
+        DeliveryState::RateLimited,
+        DeliveryState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Received => "received",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Expired => "expired",
+            DeliveryState::RateLimited => "rate_limited",
+            DeliveryState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeliveryState::Received | DeliveryState::Sending)
+    }
+
+    /// The state's name in status events: `received` is announced as `accepted`.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            DeliveryState::Received => "accepted",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_only_two_states_are_open() {
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+        }
+        let open: Vec<_> = DeliveryState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
+        assert_eq!(open, [DeliveryState::Received, DeliveryState::Sending]);
+        assert_eq!(DeliveryState::Received.event_name(), "accepted");
+    }
+}

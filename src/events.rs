@@ -1,0 +1,171 @@
+//! Status events on `otpd.events` and dead-lettering, both with publisher confirms.
+//!
+//! One publishing channel is shared by every job; it is replaced when intake reconnects. A
+//! publish that is not confirmed is an error, and the job is then not acked, so the broker
+//! redelivers it and the event is published again.
+
+use crate::domain::{ChallengeId, DeliveryState, Rejection};
+use chrono::{DateTime, Utc};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A status event, as documented in docs/job-v1.md.
+#[derive(Debug, Serialize)]
+pub struct StatusEvent<'a> {
+    pub version: u8,
+    pub challenge_id: &'a str,
+    pub account_id: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub state: &'static str,
+    pub attempt: i32,
+    pub provider: Option<&'a str>,
+    pub provider_message_id: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub detail: Option<&'a str>,
+    pub in_doubt: bool,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub at: DateTime<Utc>,
+}
+
+impl<'a> StatusEvent<'a> {
+    /// An event with only the fields every state has.
+    pub fn new(
+        challenge_id: &'a ChallengeId,
+        state: DeliveryState,
+        metadata: &'a BTreeMap<String, String>,
+    ) -> Self {
+        StatusEvent {
+            version: 1,
+            challenge_id: challenge_id.as_str(),
+            account_id: None,
+            channel: None,
+            state: state.event_name(),
+            attempt: 0,
+            provider: None,
+            provider_message_id: None,
+            reason: None,
+            detail: None,
+            in_doubt: false,
+            metadata,
+            at: Utc::now(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no open channel to the broker")]
+    NotConnected,
+    #[error("publishing: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("encoding the event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The header carrying a dead-lettered job's reason code, and one with the human detail.
+pub const REASON_HEADER: &str = "x-otpd-reason";
+pub const DETAIL_HEADER: &str = "x-otpd-detail";
+
+pub struct Publisher {
+    channel: Mutex<Option<Channel>>,
+    events_exchange: ShortString,
+    dead_letter_exchange: ShortString,
+}
+
+impl Publisher {
+    pub fn new(events_exchange: &str, dead_letter_exchange: &str) -> Publisher {
+        Publisher {
+            channel: Mutex::new(None),
+            events_exchange: events_exchange.into(),
+            dead_letter_exchange: dead_letter_exchange.into(),
+        }
+    }
+
+    /// Installs the channel of a new connection (already in confirm mode), or clears it.
+    pub fn set_channel(&self, channel: Option<Channel>) {
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        let guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|c| c.status().connected())
+    }
+
+    fn channel(&self) -> Result<Channel, PublishError> {
+        let guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        guard.clone().ok_or(PublishError::NotConnected)
+    }
+
+    pub async fn publish_event(&self, event: &StatusEvent<'_>) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(event)?;
+        let routing_key = format!("delivery.{}", event.state);
+        let props = persistent_json().with_message_id(event.challenge_id.into());
+        self.publish(
+            self.events_exchange.clone(),
+            routing_key.into(),
+            &body,
+            props,
+        )
+        .await
+    }
+
+    /// Copies a refused job to the dead-letter exchange with its reason in headers. The caller
+    /// acks the original only after this is confirmed, so the job is never lost in between.
+    pub async fn dead_letter(
+        &self,
+        body: &[u8],
+        original: &BasicProperties,
+        r: &Rejection,
+    ) -> Result<(), PublishError> {
+        let mut headers = original.headers().clone().unwrap_or_default();
+        headers.insert(
+            REASON_HEADER.into(),
+            AMQPValue::LongString(r.reason.code().into()),
+        );
+        headers.insert(
+            DETAIL_HEADER.into(),
+            AMQPValue::LongString(r.detail.as_str().into()),
+        );
+        let props = original.clone().with_headers(headers).with_delivery_mode(2);
+        self.publish(
+            self.dead_letter_exchange.clone(),
+            r.reason.code().into(),
+            body,
+            props,
+        )
+        .await
+    }
+
+    async fn publish(
+        &self,
+        exchange: ShortString,
+        key: ShortString,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel()?;
+        let confirm = channel
+            .basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
+            .await?
+            .await?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(PublishError::Nacked)
+        }
+    }
+}
+
+/// Persistent (delivery mode 2) so events survive a broker restart once confirmed.
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(FieldTable::default())
+}

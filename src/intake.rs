@@ -1,0 +1,230 @@
+//! Intake: the only part of otpd that sees AMQP deliveries and their tags.
+//!
+//! It keeps one connection alive (reconnecting with capped, jittered backoff), consumes the
+//! jobs queue with manual acks and a bounded prefetch, runs each job through the dispatcher in
+//! its own task, and acks, dead-letters or abandons the message as the dispatcher says. Tags of
+//! a dead channel are never acked: every task holds its own delivery, and an ack on a closed
+//! channel fails harmlessly while the broker redelivers the job.
+
+use crate::amqp;
+use crate::config::AmqpSettings;
+use crate::dispatch::{Dispatcher, Disposition, Outcome};
+use crate::domain::RejectReason;
+use crate::events::Publisher;
+use crate::metrics::Metrics;
+use backon::BackoffBuilder;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What happened to one message, broadcast for observers (tests, future admin views).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Acked(Outcome),
+    DeadLettered(RejectReason),
+    Abandoned,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub challenge_id: Option<String>,
+    pub handled: Handled,
+}
+
+pub struct Intake {
+    pub settings: AmqpSettings,
+    pub dispatcher: Arc<Dispatcher>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
+    pub reports: broadcast::Sender<Report>,
+    pub drain_timeout: Duration,
+}
+
+/// Ends a session so the connection is rebuilt (a job could not publish its event).
+struct Reconnect(Notify);
+
+/// Why a session ended other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("{0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker ended the consumer")]
+    ConsumerEnded,
+    #[error("a job could not publish; rebuilding the connection")]
+    Requested,
+}
+
+impl Intake {
+    /// Runs until `shutdown` is cancelled, then drains in-flight jobs for up to the drain
+    /// timeout and closes the connection; whatever did not finish is redelivered by the broker.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let jobs = TaskTracker::new();
+        let reconnect = Arc::new(Reconnect(Notify::new()));
+        let mut backoff = self.backoff();
+        let mut announced = false;
+        loop {
+            let result = self
+                .session(&shutdown, &jobs, &reconnect, &mut announced)
+                .await;
+            self.publisher.set_channel(None);
+            match result {
+                Ok(connection) => {
+                    self.drain(&jobs).await;
+                    let _ = connection.close(200, "otpd shutting down".into()).await;
+                    return;
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "AMQP session ended; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => { self.drain(&jobs).await; return; }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    if self.session_was_healthy(&announced) {
+                        backoff = self.backoff();
+                    }
+                }
+            }
+        }
+    }
+
+    fn session_was_healthy(&self, announced: &bool) -> bool {
+        *announced && self.publisher.is_connected()
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_millis(
+                self.settings.reconnect_max_delay_ms.max(200),
+            ))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    async fn drain(&self, jobs: &TaskTracker) {
+        jobs.close();
+        if tokio::time::timeout(self.drain_timeout, jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = jobs.len(),
+                "drain deadline passed; unfinished jobs stay unacked for redelivery"
+            );
+        }
+    }
+
+    /// One connection's life. Returns the connection on shutdown (to close it after draining)
+    /// or the error that ended it.
+    async fn session(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        jobs: &TaskTracker,
+        reconnect: &Arc<Reconnect>,
+        announced: &mut bool,
+    ) -> Result<lapin::Connection, SessionEnd> {
+        let s = &self.settings;
+        let connection = amqp::connect(s).await?;
+        let setup = connection.create_channel().await?;
+        amqp::declare_topology(&setup, s).await?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        self.publisher
+            .set_channel(Some(amqp::publisher_channel(&connection).await?));
+        let channel = amqp::consumer_channel(&connection, s.prefetch).await?;
+        let tag = format!("otpd-{}", std::process::id());
+        let mut consumer = channel
+            .basic_consume(
+                s.jobs_queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %s.jobs_queue, prefetch = s.prefetch, "consuming jobs");
+        if !*announced {
+            *announced = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Stop the broker pushing more jobs; those in flight finish in `drain`.
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    return Ok(connection);
+                }
+                _ = reconnect.0.notified() => {
+                    let _ = connection.close(320, "otpd reconnecting".into()).await;
+                    return Err(SessionEnd::Requested);
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let me = Arc::clone(self);
+                        let reconnect = Arc::clone(reconnect);
+                        let shutdown = shutdown.clone();
+                        jobs.spawn(async move { me.handle(delivery, &reconnect, &shutdown).await });
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SessionEnd::ConsumerEnded),
+                },
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        reconnect: &Reconnect,
+        shutdown: &CancellationToken,
+    ) {
+        self.metrics.in_flight.inc();
+        let processed = self.dispatcher.process(&delivery.data).await;
+        let handled = match processed.disposition {
+            Disposition::Ack(outcome) => {
+                ack(&delivery).await;
+                Handled::Acked(outcome)
+            }
+            Disposition::DeadLetter(rejection) => {
+                match self
+                    .publisher
+                    .dead_letter(&delivery.data, &delivery.properties, &rejection)
+                    .await
+                {
+                    Ok(()) => {
+                        ack(&delivery).await;
+                        Handled::DeadLettered(rejection.reason)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not dead-letter a rejected job; leaving it for redelivery");
+                        Handled::Abandoned
+                    }
+                }
+            }
+            Disposition::Abandon => Handled::Abandoned,
+        };
+        if handled == Handled::Abandoned && !shutdown.is_cancelled() {
+            // The broker connection is failing: rebuild it, which also returns this job.
+            reconnect.0.notify_one();
+        }
+        self.metrics.in_flight.dec();
+        let _ = self.reports.send(Report {
+            challenge_id: processed.challenge_id,
+            handled,
+        });
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        // The channel closed after the outcome was committed: the broker redelivers the job and
+        // deduplication acks it without sending again.
+        tracing::warn!(error = %e, "ack failed; the job will be redelivered and deduplicated");
+    }
+}

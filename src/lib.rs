@@ -1,0 +1,47 @@
+//! otpd: an OTP delivery gateway.
+//!
+//! Identity services publish send-code jobs to RabbitMQ; otpd validates each one, deduplicates
+//! it by challenge_id, applies limits, renders the message, delivers it through a provider
+//! (Twilio, SMTP, or the development `log` provider), records its fate in PostgreSQL and
+//! publishes status events. Data flows one way:
+//!
+//! ```text
+//! intake ──► dispatch ──► limits
+//!                    ├──► render
+//!                    ├──► providers (twilio, smtp, log)
+//!                    ├──► store (PostgreSQL)
+//!                    └──► events (status events, dead letters)
+//! ```
+//!
+//! - [`domain`]: the job contract and the newtypes it is parsed into (`PhoneNumber`,
+//!   `EmailAddress`, `OtpCode`, …). Everything from outside is parsed here once.
+//! - [`intake`]: the AMQP consumer. The only module that sees delivery tags; it acks only what
+//!   dispatch says is committed.
+//! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
+//! - [`retry`]: the pure retry policy (capped exponential backoff, full jitter, expiry).
+//! - [`limits`]: per-destination and per-account rate limits.
+//! - [`render`]: the message text for each channel.
+//! - [`providers`]: delivery to vendors; they never touch the store or the broker.
+//! - [`store`]: PostgreSQL: the per-challenge state and the append-only audit trail.
+//! - [`events`]: status events and dead-lettering, with publisher confirms.
+//! - [`amqp`]: connection and topology.
+//! - [`http`]: health, readiness and metrics endpoints; [`metrics`]: every metric name.
+//! - [`config`]: layered, validated settings; [`telemetry`]: logging; [`app`]: the wiring.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod amqp;
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod intake;
+pub mod limits;
+pub mod metrics;
+pub mod providers;
+pub mod render;
+pub mod retry;
+pub mod store;
+pub mod telemetry;

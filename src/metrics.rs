@@ -1,0 +1,130 @@
+//! Every metric otpd exports, defined in one place. Label values come from closed sets
+//! (channels, states, providers, reason codes), so series counts stay bounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub channel: &'static str,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// otpd_jobs_total{channel,state}: jobs that reached a terminal state.
+    pub jobs: Family<JobLabels, Counter>,
+    /// otpd_jobs_rejected_total{reason}: invalid jobs dead-lettered.
+    pub rejected: Family<ReasonLabels, Counter>,
+    /// otpd_duplicates_total{channel}: jobs for an already-finished challenge, not sent again.
+    pub duplicates: Family<ChannelLabels, Counter>,
+    /// otpd_in_doubt_total{channel}: challenges taken over while a provider call was in flight.
+    pub in_doubt: Family<ChannelLabels, Counter>,
+    /// otpd_provider_attempts_total{provider,channel,result}.
+    pub attempts: Family<AttemptLabels, Counter>,
+    /// otpd_provider_latency_seconds{provider,channel}: duration of each provider call.
+    pub provider_latency: Family<ProviderLabels, Histogram>,
+    /// otpd_jobs_in_flight: deliveries being processed by this instance.
+    pub in_flight: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("otpd");
+        let jobs = Family::default();
+        let rejected = Family::default();
+        let duplicates = Family::default();
+        let in_doubt = Family::default();
+        let attempts = Family::default();
+        let provider_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        registry.register("jobs", "Jobs that reached a terminal state", jobs.clone());
+        registry.register(
+            "jobs_rejected",
+            "Invalid jobs dead-lettered, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "duplicates",
+            "Jobs for an already-finished challenge, not sent again",
+            duplicates.clone(),
+        );
+        registry.register(
+            "in_doubt",
+            "Challenges taken over while a provider call was in flight",
+            in_doubt.clone(),
+        );
+        registry.register(
+            "provider_attempts",
+            "Provider calls by result",
+            attempts.clone(),
+        );
+        registry.register(
+            "provider_latency_seconds",
+            "Duration of provider calls",
+            provider_latency.clone(),
+        );
+        registry.register(
+            "jobs_in_flight",
+            "Deliveries being processed by this instance",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            rejected,
+            duplicates,
+            in_doubt,
+            attempts,
+            provider_latency,
+            in_flight,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

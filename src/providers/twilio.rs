@@ -1,0 +1,254 @@
+//! otpd's own small Twilio client: Messages for SMS, Calls with inline TwiML for voice.
+//!
+//! Not `twilio-async` (unmaintained, hyper 0.14 and OpenSSL, hard-coded base URL, ignores HTTP
+//! status). The request forms follow Twilio's OpenAPI description (`CreateMessage`,
+//! `CreateCall` in api_v2010); a test checks them against it.
+
+use super::{ProviderError, Sent};
+use crate::config::{Secret, TwilioSettings};
+use crate::domain::Destination;
+use crate::render::Message;
+use reqwest::{StatusCode, Url};
+use std::time::Duration;
+
+pub struct TwilioClient {
+    http: reqwest::Client,
+    messages_url: Url,
+    calls_url: Url,
+    account_sid: String,
+    auth_token: Secret,
+    sms_from: String,
+    voice_from: String,
+}
+
+/// Destination-specific Twilio error codes: the number itself is wrong, so neither a retry nor
+/// another provider will help. 21211 invalid To, 21214 not reachable, 21217 not a valid number,
+/// 21614 not a mobile number, 13224 invalid voice number.
+const INVALID_DESTINATION_CODES: [u64; 5] = [21211, 21214, 21217, 21614, 13224];
+
+impl TwilioClient {
+    pub fn new(s: &TwilioSettings) -> Result<TwilioClient, super::BuildError> {
+        let err = |e: &dyn std::fmt::Display| super::BuildError::Twilio(e.to_string());
+        let base = Url::parse(&s.base_url).map_err(|e| err(&e))?;
+        let account = format!("2010-04-01/Accounts/{}/", s.account_sid);
+        let account_url = base.join(&account).map_err(|e| err(&e))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(s.timeout_ms))
+            .connect_timeout(Duration::from_millis(s.timeout_ms.min(5000)))
+            .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| err(&e))?;
+        Ok(TwilioClient {
+            http,
+            messages_url: account_url.join("Messages.json").map_err(|e| err(&e))?,
+            calls_url: account_url.join("Calls.json").map_err(|e| err(&e))?,
+            account_sid: s.account_sid.clone(),
+            auth_token: s.auth_token.clone(),
+            sms_from: s.sms_from.clone(),
+            voice_from: s.voice_from.clone(),
+        })
+    }
+
+    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+        let (url, form) = match message {
+            Message::Sms { body } => (
+                &self.messages_url,
+                message_form(to.expose(), &self.sms_from, body),
+            ),
+            Message::Voice { twiml } => (
+                &self.calls_url,
+                call_form(to.expose(), &self.voice_from, twiml),
+            ),
+            Message::Email { .. } => {
+                let detail = "twilio cannot deliver email; check [channels]".to_string();
+                return Err(ProviderError::Permanent {
+                    status: None,
+                    reason: "provider_misconfigured",
+                    detail,
+                });
+            }
+        };
+        let response = self
+            .http
+            .post(url.clone())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Transient {
+                status: None,
+                detail: request_error(e),
+            })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        // A body that cannot be read counts as empty: the status alone decides the outcome.
+        let body = response.bytes().await.unwrap_or_default();
+        classify(status, retry_after, &body)
+    }
+}
+
+/// The CreateMessage form. A Messaging Service SID goes in `MessagingServiceSid`, a number or
+/// alphanumeric sender in `From`.
+pub fn message_form(to: &str, from: &str, body: &str) -> Vec<(&'static str, String)> {
+    let sender = if from.starts_with("MG") {
+        "MessagingServiceSid"
+    } else {
+        "From"
+    };
+    vec![
+        ("To", to.to_string()),
+        (sender, from.to_string()),
+        ("Body", body.to_string()),
+    ]
+}
+
+/// The CreateCall form with inline TwiML, so no webhook has to serve it.
+pub fn call_form(to: &str, from: &str, twiml: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("To", to.to_string()),
+        ("From", from.to_string()),
+        ("Twiml", twiml.to_string()),
+    ]
+}
+
+/// Maps a Twilio response to the outcome. Every 2xx is success (Kratos #3399 counted a 202 as
+/// failure); 429 is rate limiting; 5xx transient; other 4xx permanent.
+pub fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Sent, ProviderError> {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let code = Some(status.as_u16());
+    if status.is_success() {
+        let sid = json.get("sid").and_then(|v| v.as_str()).map(str::to_string);
+        return Ok(Sent {
+            provider_message_id: sid,
+            status: code,
+        });
+    }
+    let twilio_code = json.get("code").and_then(|v| v.as_u64());
+    let message = json.get("message").and_then(|v| v.as_str()).unwrap_or("");
+    let detail = match twilio_code {
+        Some(c) => format!(
+            "HTTP {} (Twilio error {c}): {}",
+            status.as_u16(),
+            truncate(message)
+        ),
+        None => format!("HTTP {}", status.as_u16()),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(ProviderError::RateLimited {
+            status: code,
+            retry_after,
+            detail,
+        });
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return Err(ProviderError::Transient {
+            status: code,
+            detail,
+        });
+    }
+    let reason = match (status, twilio_code) {
+        (_, Some(c)) if INVALID_DESTINATION_CODES.contains(&c) => "invalid_destination",
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => "provider_auth",
+        _ => "provider_permanent",
+    };
+    Err(ProviderError::Permanent {
+        status: code,
+        reason,
+        detail,
+    })
+}
+
+/// Retry-After in seconds (Twilio does not send HTTP dates).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// reqwest's error text can include the URL, which is safe (it holds the account SID, not the
+/// token); the request body, which holds the code, is never part of it.
+fn request_error(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    format!("{kind} error: {}", e.without_url())
+}
+
+fn truncate(s: &str) -> &str {
+    s.char_indices().nth(200).map_or(s, |(i, _)| &s[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(status: u16, body: &str) -> ProviderError {
+        classify(StatusCode::from_u16(status).unwrap(), None, body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn every_2xx_is_success() {
+        for s in [200, 201, 202, 204] {
+            let sent =
+                classify(StatusCode::from_u16(s).unwrap(), None, br#"{"sid":"SM1"}"#).unwrap();
+            assert_eq!(sent.status, Some(s));
+        }
+        let sent = classify(StatusCode::CREATED, None, br#"{"sid":"SMabc"}"#).unwrap();
+        assert_eq!(sent.provider_message_id.as_deref(), Some("SMabc"));
+        assert!(classify(StatusCode::ACCEPTED, None, b"not json").is_ok());
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        assert!(matches!(err(500, ""), ProviderError::Transient { .. }));
+        assert!(matches!(err(503, "{}"), ProviderError::Transient { .. }));
+        let r = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(3)),
+            b"{}",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(r, ProviderError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+        let invalid = err(
+            400,
+            r#"{"code":21211,"message":"The 'To' number is not valid."}"#,
+        );
+        assert!(matches!(
+            invalid,
+            ProviderError::Permanent {
+                reason: "invalid_destination",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(401, r#"{"code":20003}"#),
+            ProviderError::Permanent {
+                reason: "provider_auth",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(400, r#"{"code":21606}"#),
+            ProviderError::Permanent {
+                reason: "provider_permanent",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn messaging_service_sids_use_their_own_field() {
+        let f = message_form("+1", "MG0123456789abcdef0123456789abcdef", "hi");
+        assert_eq!(f[1].0, "MessagingServiceSid");
+        assert_eq!(message_form("+1", "+15005550006", "hi")[1].0, "From");
+    }
+}

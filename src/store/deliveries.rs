@@ -1,0 +1,263 @@
+//! Queries on `deliveries` and `delivery_events`.
+
+use super::{Store, StoreError};
+use crate::domain::{ChallengeId, DeliveryState};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// What a newly arrived, valid job records before any work is done.
+pub struct NewDelivery<'a> {
+    pub challenge_id: &'a str,
+    pub account_id: &'a str,
+    pub channel: &'a str,
+    pub destination_masked: &'a str,
+    pub destination_hmac: &'a [u8],
+    pub locale: Option<&'a str>,
+    pub template: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The result of trying to take ownership of a challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First sight of this challenge: it is now `received` and ours.
+    New,
+    /// An earlier owner's lease ran out before it finished. `in_doubt` when that owner had
+    /// started a provider call whose outcome was never recorded.
+    TakenOver { attempt: i32, in_doubt: bool },
+    /// The challenge already reached a terminal state, recorded as `row`.
+    Done { state: DeliveryState, row: Recorded },
+    /// Another worker holds a live lease on it.
+    Busy { lease_until: DateTime<Utc> },
+}
+
+/// A challenge as recorded: what a republished terminal status event needs.
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Recorded {
+    pub state: String,
+    pub attempt: i32,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub event_published: bool,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// A terminal transition, with the provider attempt that led to it (if any).
+pub struct Finish<'a> {
+    pub state: DeliveryState,
+    pub attempt: i32,
+    pub provider: Option<&'a str>,
+    pub provider_message_id: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub detail: Option<&'a str>,
+    pub response_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub in_doubt: bool,
+}
+
+/// A refused job whose challenge_id could be read.
+pub struct Rejected<'a> {
+    pub challenge_id: &'a ChallengeId,
+    pub reason: &'a str,
+    pub detail: &'a str,
+}
+
+fn lease_secs(lease: Duration) -> f64 {
+    lease.as_secs_f64()
+}
+
+impl Store {
+    /// Records a new challenge, takes over an abandoned one, or reports who has it.
+    pub async fn claim(&self, d: &NewDelivery<'_>, lease: Duration) -> Result<Claim, StoreError> {
+        // The update branch fires only for an open challenge whose lease has run out, so at most
+        // one worker at a time owns a challenge, across instances.
+        // The update branch fires only for an open challenge whose lease has run out, so at most
+        // one worker at a time owns a challenge, across instances. The `received` audit event is
+        // written in the same statement, only for a first sighting.
+        let row: Option<(i32, bool, bool)> = sqlx::query_as(
+            "WITH d AS (
+               INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
+                                       locale, template, expires_at, state, lease_until)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9))
+               ON CONFLICT (challenge_id) DO UPDATE
+                  SET lease_until = EXCLUDED.lease_until, updated_at = now()
+                WHERE deliveries.state IN ('received', 'sending') AND deliveries.lease_until < now()
+               RETURNING attempt, call_started_at IS NOT NULL AS in_doubt, (xmax = 0) AS inserted),
+             e AS (INSERT INTO delivery_events (challenge_id, kind, state)
+                   SELECT $1, 'state', 'received' FROM d WHERE d.inserted)
+             SELECT attempt, in_doubt, inserted FROM d",
+        )
+        .bind(d.challenge_id)
+        .bind(d.account_id)
+        .bind(d.channel)
+        .bind(d.destination_masked)
+        .bind(d.destination_hmac)
+        .bind(d.locale)
+        .bind(d.template)
+        .bind(d.expires_at)
+        .bind(lease_secs(lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some((_, _, true)) => Ok(Claim::New),
+            Some((attempt, in_doubt, false)) => Ok(Claim::TakenOver { attempt, in_doubt }),
+            None => self.current(d.challenge_id).await,
+        }
+    }
+
+    async fn current(&self, challenge_id: &str) -> Result<Claim, StoreError> {
+        let row: Recorded = sqlx::query_as(
+            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until
+               FROM deliveries WHERE challenge_id = $1",
+        )
+        .bind(challenge_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let state = DeliveryState::parse(&row.state)
+            .ok_or_else(|| StoreError::BadState(row.state.clone()))?;
+        Ok(match (state.is_terminal(), row.lease_until) {
+            (true, _) => Claim::Done { state, row },
+            (false, Some(lease_until)) => Claim::Busy { lease_until },
+            // An open row always has a lease; treat a missing one as just expired.
+            (false, None) => Claim::Busy {
+                lease_until: Utc::now(),
+            },
+        })
+    }
+
+    /// Marks the start of provider attempt `attempt` and extends the lease to cover it. After
+    /// this commit, a crash leaves the challenge `sending`: its outcome is in doubt.
+    pub async fn start_attempt(
+        &self,
+        id: &str,
+        attempt: i32,
+        provider: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH d AS (UPDATE deliveries
+                           SET state = 'sending', attempt = $2, provider = $3, updated_at = now(), call_started_at = now(),
+                               lease_until = now() + make_interval(secs => $4)
+                         WHERE challenge_id = $1 RETURNING challenge_id)
+             INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
+             SELECT challenge_id, 'state', 'sending', $2, $3 FROM d",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(provider)
+        .bind(lease_secs(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt that will be retried, extending the lease over the wait.
+    pub async fn record_failed_attempt(
+        &self,
+        id: &str,
+        f: &Finish<'_>,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH d AS (UPDATE deliveries SET lease_until = now() + make_interval(secs => $8), updated_at = now(),
+                                  call_started_at = NULL
+                         WHERE challenge_id = $1 RETURNING challenge_id)
+             INSERT INTO delivery_events (challenge_id, kind, attempt, provider, response_status, latency_ms, reason, detail)
+             SELECT challenge_id, 'attempt', $2, $3, $4, $5, $6, $7 FROM d",
+        )
+        .bind(id)
+        .bind(f.attempt)
+        .bind(f.provider)
+        .bind(f.response_status.map(i32::from))
+        .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
+        .bind(f.reason)
+        .bind(f.detail)
+        .bind(lease_secs(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits a terminal state and its audit event in one statement.
+    pub async fn finish(&self, id: &str, f: &Finish<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH d AS (UPDATE deliveries
+                           SET state = $2, attempt = $3, provider = COALESCE($4, provider),
+                               provider_message_id = $5, reason = $6, detail = $7,
+                               lease_until = NULL, call_started_at = NULL, updated_at = now()
+                         WHERE challenge_id = $1 RETURNING challenge_id)
+             INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
+                                          latency_ms, reason, detail, in_doubt)
+             SELECT challenge_id, 'state', $2, $3, $4, $8, $9, $6, $7, $10 FROM d",
+        )
+        .bind(id)
+        .bind(f.state.as_str())
+        .bind(f.attempt)
+        .bind(f.provider)
+        .bind(f.provider_message_id)
+        .bind(f.reason)
+        .bind(f.detail)
+        .bind(f.response_status.map(i32::from))
+        .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
+        .bind(f.in_doubt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a refused job. A new challenge gets a `rejected` row; an existing one keeps its
+    /// state and gains only the audit event, so a malformed copy cannot rewrite a real delivery.
+    pub async fn record_rejection(&self, r: &Rejected<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO deliveries (challenge_id, state, reason, detail) VALUES ($1, 'rejected', $2, $3)
+             ON CONFLICT (challenge_id) DO NOTHING",
+        )
+        .bind(r.challenge_id.as_str())
+        .bind(r.reason)
+        .bind(r.detail)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO delivery_events (challenge_id, kind, state, reason, detail)
+             VALUES ($1, 'state', 'rejected', $2, $3)",
+        )
+        .bind(r.challenge_id.as_str())
+        .bind(r.reason)
+        .bind(r.detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notes in the audit trail that a job for a finished challenge arrived and was not sent.
+    pub async fn record_duplicate(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO delivery_events (challenge_id, kind) VALUES ($1, 'duplicate')")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up ownership at shutdown so that the redelivered job is taken over at once. A call
+    /// still in flight keeps its mark, so the taker treats that attempt as in doubt.
+    pub async fn release(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET lease_until = now() WHERE challenge_id = $1 AND state IN ('received', 'sending')")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The broker confirmed the terminal status event.
+    pub async fn mark_event_published(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET event_published = true WHERE challenge_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

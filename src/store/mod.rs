@@ -1,0 +1,81 @@
+//! PostgreSQL: the record of every job's fate. Only the dispatcher calls it; providers never
+//! touch the store.
+//!
+//! Queries are written with `query`/`query_as` rather than the `query!` macros so that builds
+//! need no database. Each state change is one statement (or one transaction) so that a crash
+//! leaves either the old state or the new one, never half of both.
+
+mod deliveries;
+
+pub use deliveries::{Claim, Finish, NewDelivery, Recorded, Rejected};
+
+use crate::config::{DatabaseSettings, Secret};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unexpected state `{0}` in the deliveries table")]
+    BadState(String),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    hmac_key: Secret,
+}
+
+impl Store {
+    /// Opens the pool lazily: start-up does not fail because PostgreSQL is briefly away, and
+    /// `/readyz` reports it until it is back.
+    pub fn connect(settings: &DatabaseSettings, hmac_key: Secret) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .connect_lazy(settings.url.expose())?;
+        Ok(Store { pool, hmac_key })
+    }
+
+    /// Creates the database if it does not exist, then applies pending migrations. Migrations
+    /// take an advisory lock, so several instances starting together apply them once.
+    pub async fn migrate(settings: &DatabaseSettings) -> Result<(), StoreError> {
+        let url = settings.url.expose();
+        if !sqlx::Postgres::database_exists(url).await? {
+            sqlx::Postgres::create_database(url).await?;
+        }
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    /// A real round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The keyed HMAC of a destination: lets support find every delivery to one number or
+    /// address without storing it. Email addresses are compared case-insensitively.
+    pub fn destination_hmac(&self, destination: &str) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.hmac_key.expose().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(destination.to_lowercase().as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
