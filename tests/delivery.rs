@@ -1,0 +1,377 @@
+//! End to end through the public contract: a job on the real broker reaches a fake provider,
+//! its row reaches its terminal state in the real database, and its status event arrives.
+
+mod support;
+
+use otpd::config::{ProviderKind, Settings, SmtpTls};
+use otpd::dispatch::Outcome;
+use otpd::domain::DeliveryState;
+use otpd::intake::Handled;
+use serde_json::Value;
+use support::{ACCOUNT_SID, TestApp, id, job};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
+const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
+
+fn twilio(server: &MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
+    let base = server.uri();
+    move |s| {
+        s.channels.sms = ProviderKind::Twilio;
+        s.channels.voice = ProviderKind::Twilio;
+        let t = &mut s.providers.twilio;
+        t.base_url = base.clone();
+        t.account_sid = ACCOUNT_SID.into();
+        t.auth_token = "test-token".into();
+        t.sms_from = "+15005550006".into();
+        t.voice_from = "+15005550007".into();
+    }
+}
+
+fn created(sid: &str) -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sid, "status": "queued" }))
+}
+
+fn form(request: &Request) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(&request.body)
+        .into_owned()
+        .collect()
+}
+
+fn sent() -> Handled {
+    Handled::Acked(Outcome::Finished(DeliveryState::Sent))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_job_reaches_twilio_and_ends_sent_with_an_event() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(created("SM42"))
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "246810");
+    app.publish(&job).await;
+
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let f = form(&requests[0]);
+    assert_eq!(f["To"], "+14155550123");
+    assert_eq!(f["From"], "+15005550006");
+    assert!(
+        f["Body"].starts_with("246810 is your otpd verification code"),
+        "{}",
+        f["Body"]
+    );
+    let auth = requests[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        auth.starts_with("Basic "),
+        "HTTP basic auth with the account SID and token"
+    );
+
+    assert_eq!(app.state_of(&id(&job)).await, ("sent".into(), 1, None));
+    let accepted = app.event_for(&id(&job)).await;
+    assert_eq!(accepted["state"], "accepted");
+    let event = app.event_for(&id(&job)).await;
+    assert_eq!(event["state"], "sent");
+    assert_eq!(event["provider"], "twilio");
+    assert_eq!(event["provider_message_id"], "SM42");
+    assert_eq!(event["attempt"], 1);
+    assert_eq!(event["account_id"], job["account_id"]);
+    assert_eq!(
+        event["metadata"],
+        serde_json::json!({"purpose": "login"}),
+        "metadata is echoed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_job_places_a_call_that_reads_the_digits_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS))
+        .respond_with(created("CA7"))
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("voice", "+14155550123", "9051");
+    app.publish(&job).await;
+
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    let requests = server.received_requests().await.unwrap();
+    let f = form(&requests[0]);
+    assert_eq!(
+        (f["To"].as_str(), f["From"].as_str()),
+        ("+14155550123", "+15005550007")
+    );
+    assert_eq!(
+        f["Twiml"].matches("9, 0, 5, 1").count(),
+        2,
+        "{}",
+        f["Twiml"]
+    );
+    assert!(f["Twiml"].starts_with("<Response><Say>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_job_is_delivered_over_smtp_as_text_and_html() {
+    let mut smtp = support::smtp::FakeSmtp::start().await;
+    let port = smtp.port;
+    let mut app = TestApp::spawn(move |s| {
+        s.channels.email = ProviderKind::Smtp;
+        s.providers.smtp.port = port;
+        s.providers.smtp.tls = SmtpTls::None;
+        s.providers.smtp.from = "Acme <no-reply@acme.test>".into();
+    })
+    .await;
+    let job = job("email", "jane@example.com", "771234");
+    app.publish(&job).await;
+
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    let mail = smtp.messages.recv().await.unwrap();
+    assert_eq!(mail.recipients, ["jane@example.com"]);
+    assert!(
+        mail.data.contains("Subject: Your otpd verification code"),
+        "{}",
+        mail.data
+    );
+    assert!(mail.data.contains("From: Acme <no-reply@acme.test>"));
+    assert!(mail.data.contains("text/plain") && mail.data.contains("text/html"));
+    assert!(
+        mail.data.matches("771234").count() >= 2,
+        "the code is in both parts"
+    );
+    let event = app.event_for(&id(&job)).await;
+    assert_eq!(event["state"], "accepted");
+    assert_eq!(app.event_for(&id(&job)).await["provider"], "smtp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republished_and_redelivered_jobs_are_not_sent_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(created("SM1"))
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "135790");
+    app.publish(&job).await;
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+
+    // The identity service publishes the same job again.
+    app.publish(&job).await;
+    assert_eq!(
+        app.report_for(&id(&job)).await.handled,
+        Handled::Acked(Outcome::Duplicate(DeliveryState::Sent))
+    );
+
+    // A real broker redelivery, to a restarted otpd: the copy is returned unacked.
+    app.stop().await;
+    app.publish(&job).await;
+    let queue = format!("t-{}.jobs", app.suffix);
+    let taken = app
+        .channel()
+        .basic_get(queue.as_str().into(), Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    taken
+        .delivery
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.start_again().await;
+    assert_eq!(
+        app.report_for(&id(&job)).await.handled,
+        Handled::Acked(Outcome::Duplicate(DeliveryState::Sent))
+    );
+
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "one send for three copies"
+    );
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_events WHERE challenge_id = $1 AND kind = 'duplicate'",
+    )
+    .bind(id(&job))
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_job_is_not_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM1"))
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let mut job = job("sms", "+14155550123", "112233");
+    job["expires_at"] =
+        Value::from((chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339());
+    app.publish(&job).await;
+
+    assert_eq!(
+        app.report_for(&id(&job)).await.handled,
+        Handled::Acked(Outcome::Finished(DeliveryState::Expired))
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_eq!(
+        app.state_of(&id(&job)).await,
+        ("expired".into(), 0, Some("expired".into()))
+    );
+    app.event_for(&id(&job)).await; // accepted
+    assert_eq!(app.event_for(&id(&job)).await["state"], "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_is_retried_and_the_job_ends_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM2"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "445566");
+    app.publish(&job).await;
+
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(app.state_of(&id(&job)).await, ("sent".into(), 2, None));
+    let failed: (i32, i32, String) =
+        sqlx::query_as("SELECT attempt, response_status, reason FROM delivery_events WHERE challenge_id = $1 AND kind = 'attempt'")
+            .bind(id(&job))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(failed, (1, 500, "provider_transient".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_number_error_fails_without_retry() {
+    let server = MockServer::start().await;
+    let body = serde_json::json!({"code": 21211, "message": "The 'To' number +14155550123 is not a valid phone number.", "status": 400});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(body))
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "778899");
+    app.publish(&job).await;
+
+    assert_eq!(
+        app.report_for(&id(&job)).await.handled,
+        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "no retry"
+    );
+    assert_eq!(
+        app.state_of(&id(&job)).await,
+        ("failed".into(), 1, Some("invalid_destination".into()))
+    );
+    app.event_for(&id(&job)).await; // accepted
+    let event = app.event_for(&id(&job)).await;
+    assert_eq!(
+        (event["state"].as_str(), event["reason"].as_str()),
+        (Some("failed"), Some("invalid_destination"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_over_the_per_phone_limit_is_rate_limited() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM3"))
+        .mount(&server)
+        .await;
+    let configure = twilio(&server);
+    let mut app = TestApp::spawn(move |s| {
+        configure(s);
+        s.limits.phone.burst = 2;
+    })
+    .await;
+    let jobs: Vec<Value> = (0..3)
+        .map(|_| job("sms", "+14155550199", "123123"))
+        .collect();
+    for j in &jobs {
+        app.publish(j).await;
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(app.next_report().await.handled);
+    }
+    let limited = outcomes
+        .iter()
+        .filter(|h| **h == Handled::Acked(Outcome::Finished(DeliveryState::RateLimited)))
+        .count();
+    assert_eq!(
+        (outcomes.iter().filter(|h| **h == sent()).count(), limited),
+        (2, 1),
+        "{outcomes:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM deliveries WHERE state = 'rate_limited'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(reason, "rate_limited.phone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_round_trips_and_metrics_count_jobs() {
+    let mut app = TestApp::spawn(|_| {}).await;
+    let job = job("sms", "+14155550123", "5555");
+    app.publish(&job).await;
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{}/readyz", app.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        serde_json::json!({"database": true, "broker": true})
+    );
+    let metrics = client
+        .get(format!("http://{}/metrics", app.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"otpd_jobs_total{channel="sms",state="sent"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("otpd_provider_latency_seconds_bucket"));
+}

@@ -1,0 +1,326 @@
+//! The test harness: `spawn_app` runs a real otpd against the real RabbitMQ and PostgreSQL on
+//! this machine, with a database and AMQP names of its own so that tests run in parallel, and
+//! removes both when the test ends, passed or failed.
+
+#![allow(dead_code)]
+
+pub mod smtp;
+
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use otpd::app::App;
+use otpd::config::{self, Settings};
+use otpd::intake::Report;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+/// How long a test waits for a signal before failing; a bound, not a synchronisation.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+type Overrides = Box<dyn Fn(&mut Settings) + Send + Sync>;
+
+pub struct TestApp {
+    pub suffix: String,
+    pub db: PgPool,
+    pub http: std::net::SocketAddr,
+    overrides: Overrides,
+    reports: broadcast::Receiver<Report>,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
+    channel: Channel,
+    _connection: Connection,
+    events: lapin::Consumer,
+}
+
+/// Settings for one test: unique names, fast retries, port 0 for HTTP.
+pub fn test_settings(suffix: &str) -> Settings {
+    let mut s = config::load(None).expect("the shipped defaults load");
+    s.amqp.url = AMQP_URL.into();
+    s.amqp.jobs_exchange = format!("t-{suffix}.jobs");
+    s.amqp.jobs_queue = format!("t-{suffix}.jobs");
+    s.amqp.dead_letter_exchange = format!("t-{suffix}.jobs.dlx");
+    s.amqp.dead_letter_queue = format!("t-{suffix}.jobs.dead");
+    s.amqp.events_exchange = format!("t-{suffix}.events");
+    s.database.url = format!("postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}")
+        .as_str()
+        .into();
+    s.database.max_connections = 4;
+    s.http.listen = "127.0.0.1:0".parse().unwrap();
+    s.retry.initial_delay_ms = 5;
+    s.retry.max_delay_ms = 20;
+    s.retry.expiry_margin_ms = 1000;
+    s.retry.attempt_timeout_ms = 5000;
+    s.shutdown.drain_timeout_ms = 5000;
+    s
+}
+
+impl TestApp {
+    /// Starts otpd with the test settings changed by `overrides`.
+    pub async fn spawn(overrides: impl Fn(&mut Settings) + Send + Sync + 'static) -> TestApp {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let overrides: Overrides = Box::new(overrides);
+        let settings = settings_for(&suffix, &overrides);
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        otpd::amqp::declare_topology(&channel, &settings.amqp)
+            .await
+            .unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let events = events_consumer(&connection, &settings.amqp.events_exchange).await;
+        let (app, token) = build(settings).await;
+        let db = PgPool::connect(&format!(
+            "postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}"
+        ))
+        .await
+        .unwrap();
+        let mut test = TestApp {
+            suffix,
+            db,
+            http: app.http_addr(),
+            overrides,
+            reports: app.subscribe(),
+            running: None,
+            channel,
+            _connection: connection,
+            events,
+        };
+        test.running = Some((
+            token.clone(),
+            tokio::spawn(app.run(token, TaskTracker::new())),
+        ));
+        test
+    }
+
+    /// Stops otpd gracefully (as SIGTERM does) and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some((token, handle)) = self.running.take() {
+            token.cancel();
+            handle.await.unwrap();
+        }
+    }
+
+    /// Starts a fresh otpd process on the same database and queues.
+    pub async fn start_again(&mut self) {
+        assert!(self.running.is_none(), "stop first");
+        let (app, token) = build(settings_for(&self.suffix, &self.overrides)).await;
+        self.reports = app.subscribe();
+        self.running = Some((
+            token.clone(),
+            tokio::spawn(app.run(token, TaskTracker::new())),
+        ));
+    }
+
+    pub fn settings(&self) -> Settings {
+        settings_for(&self.suffix, &self.overrides)
+    }
+
+    /// Publishes a job as an identity service would: persistent JSON, routing key = channel.
+    pub async fn publish(&self, job: &Value) {
+        let key = job["channel"].as_str().unwrap_or("sms").to_string();
+        self.publish_raw(serde_json::to_vec(job).unwrap(), &key)
+            .await;
+    }
+
+    pub async fn publish_raw(&self, body: Vec<u8>, routing_key: &str) {
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let exchange = format!("t-{}.jobs", self.suffix);
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+
+    /// The report for `challenge_id`, skipping reports about other jobs.
+    pub async fn report_for(&mut self, challenge_id: &str) -> Report {
+        loop {
+            let report = self.next_report().await;
+            if report.challenge_id.as_deref() == Some(challenge_id) {
+                return report;
+            }
+        }
+    }
+
+    pub async fn next_report(&mut self) -> Report {
+        tokio::time::timeout(PATIENCE, self.reports.recv())
+            .await
+            .expect("a job was handled in time")
+            .expect("reports flow")
+    }
+
+    /// The next status event for `challenge_id`, in publication order.
+    pub async fn event_for(&mut self, challenge_id: &str) -> Value {
+        loop {
+            let delivery = tokio::time::timeout(PATIENCE, self.events.next())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .unwrap();
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+            assert_eq!(
+                delivery.routing_key.as_str(),
+                format!("delivery.{}", event["state"].as_str().unwrap())
+            );
+            if event["challenge_id"] == challenge_id {
+                return event;
+            }
+        }
+    }
+
+    /// Takes one message from the dead-letter queue, if any.
+    pub async fn dead_letter(&self) -> Option<lapin::message::BasicGetMessage> {
+        let queue = format!("t-{}.jobs.dead", self.suffix);
+        self.channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    pub async fn state_of(&self, challenge_id: &str) -> (String, i32, Option<String>) {
+        sqlx::query_as("SELECT state, attempt, reason FROM deliveries WHERE challenge_id = $1")
+            .bind(challenge_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+fn settings_for(suffix: &str, overrides: &Overrides) -> Settings {
+    let mut s = test_settings(suffix);
+    overrides(&mut s);
+    s
+}
+
+async fn build(settings: Settings) -> (App, CancellationToken) {
+    let token = CancellationToken::new();
+    let app = App::build(settings, token.clone())
+        .await
+        .expect("otpd starts");
+    (app, token)
+}
+
+async fn events_consumer(connection: &Connection, exchange: &str) -> lapin::Consumer {
+    let ch = connection.create_channel().await.unwrap();
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare("".into(), opts, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.into(),
+        "delivery.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_consume(
+        q.name().clone(),
+        "events".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+impl Drop for TestApp {
+    /// Removes the test's queues, exchanges and database, also after a failed assertion. It
+    /// runs on its own thread and runtime because Drop cannot await.
+    fn drop(&mut self) {
+        if let Some((token, _)) = &self.running {
+            token.cancel();
+        }
+        let suffix = self.suffix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(cleanup(&suffix));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn cleanup(suffix: &str) {
+    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in ["jobs", "jobs.dead"] {
+                let _ = ch
+                    .queue_delete(
+                        format!("t-{suffix}.{q}").as_str().into(),
+                        QueueDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            for x in ["jobs", "jobs.dlx", "events"] {
+                let _ = ch
+                    .exchange_delete(
+                        format!("t-{suffix}.{x}").as_str().into(),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+    }
+    if let Ok(pool) = PgPool::connect(PG_ADMIN_URL).await {
+        let sql = format!("DROP DATABASE IF EXISTS otpd_t_{suffix} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+        pool.close().await;
+    }
+}
+
+/// A valid job with a fresh challenge_id, expiring in five minutes.
+pub fn job(channel: &str, to: &str, code: &str) -> Value {
+    serde_json::json!({
+        "version": 1,
+        "challenge_id": format!("ch-{}", uuid::Uuid::new_v4().simple()),
+        "account_id": format!("acct-{}", uuid::Uuid::new_v4().simple()),
+        "channel": channel,
+        "to": to,
+        "code": code,
+        "expires_at": (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339(),
+        "metadata": {"purpose": "login"},
+    })
+}
+
+pub fn id(job: &Value) -> String {
+    job["challenge_id"].as_str().unwrap().to_string()
+}
