@@ -116,8 +116,7 @@ impl Dispatcher {
             }
         };
         let challenge_id = Some(job.challenge_id.to_string());
-        let span =
-            tracing::info_span!("job", challenge_id = %job.challenge_id, channel = %job.channel);
+        let span = tracing::info_span!("job", challenge_id = %job.challenge_id, channel = %job.channel, to = %job.to.masked());
         let disposition = async {
             let message = match render::render(&job, &self.app_name, &self.messages, Utc::now()) {
                 Ok(m) => m,
