@@ -9,11 +9,17 @@ use std::path::Path;
 
 fn read(path: impl AsRef<Path>) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn job_schema() -> jsonschema::Validator {
-    jsonschema::options().should_validate_formats(true).build(&read("docs/job-v1.schema.json")).unwrap()
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&read("docs/job-v1.schema.json"))
+        .unwrap()
 }
 
 #[test]
@@ -21,9 +27,15 @@ fn the_documented_examples_validate_and_parse() {
     let schema = job_schema();
     for name in ["sms-login", "voice-minimal", "email-reset"] {
         let example = read(format!("docs/examples/{name}.json"));
-        let errors: Vec<String> = schema.iter_errors(&example).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = schema
+            .iter_errors(&example)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
-        assert!(Job::parse(&serde_json::to_vec(&example).unwrap()).is_ok(), "{name} parses");
+        assert!(
+            Job::parse(&serde_json::to_vec(&example).unwrap()).is_ok(),
+            "{name} parses"
+        );
     }
 }
 
@@ -34,33 +46,87 @@ fn the_schema_and_the_daemon_refuse_the_same_jobs() {
     let broken: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
         ("unknown field", Box::new(|j| j["priority"] = json!(1))),
         ("version 2", Box::new(|j| j["version"] = json!(2))),
-        ("challenge_id with a space", Box::new(|j| j["challenge_id"] = json!("a b"))),
-        ("challenge_id too long", Box::new(|j| j["challenge_id"] = json!("a".repeat(129)))),
-        ("empty account_id", Box::new(|j| j["account_id"] = json!(""))),
+        (
+            "challenge_id with a space",
+            Box::new(|j| j["challenge_id"] = json!("a b")),
+        ),
+        (
+            "challenge_id too long",
+            Box::new(|j| j["challenge_id"] = json!("a".repeat(129))),
+        ),
+        (
+            "empty account_id",
+            Box::new(|j| j["account_id"] = json!("")),
+        ),
         ("unknown channel", Box::new(|j| j["channel"] = json!("fax"))),
-        ("number without +", Box::new(|j| j["to"] = json!("14155550123"))),
-        ("email on sms", Box::new(|j| j["to"] = json!("a@example.com"))),
+        (
+            "number without +",
+            Box::new(|j| j["to"] = json!("14155550123")),
+        ),
+        (
+            "email on sms",
+            Box::new(|j| j["to"] = json!("a@example.com")),
+        ),
         ("code too short", Box::new(|j| j["code"] = json!("123"))),
         ("code as a number", Box::new(|j| j["code"] = json!(123456))),
-        ("date without time", Box::new(|j| j["expires_at"] = json!("2030-06-01"))),
-        ("locale with underscore", Box::new(|j| j["locale"] = json!("en_US"))),
-        ("template with a slash", Box::new(|j| j["template"] = json!("a/b"))),
-        ("metadata with a number", Box::new(|j| j["metadata"] = json!({"n": 1}))),
-        ("missing code", Box::new(|j| { j.as_object_mut().unwrap().remove("code"); })),
+        (
+            "date without time",
+            Box::new(|j| j["expires_at"] = json!("2030-06-01")),
+        ),
+        (
+            "locale with underscore",
+            Box::new(|j| j["locale"] = json!("en_US")),
+        ),
+        (
+            "template with a slash",
+            Box::new(|j| j["template"] = json!("a/b")),
+        ),
+        (
+            "metadata with a number",
+            Box::new(|j| j["metadata"] = json!({"n": 1})),
+        ),
+        (
+            "missing code",
+            Box::new(|j| {
+                j.as_object_mut().unwrap().remove("code");
+            }),
+        ),
     ];
     for (name, mutate) in broken {
         let mut job = base.clone();
         mutate(&mut job);
         assert!(!schema.is_valid(&job), "the schema accepts: {name}");
-        assert!(Job::parse(&serde_json::to_vec(&job).unwrap()).is_err(), "the daemon accepts: {name}");
+        assert!(
+            Job::parse(&serde_json::to_vec(&job).unwrap()).is_err(),
+            "the daemon accepts: {name}"
+        );
     }
 }
 
 #[test]
 fn the_status_event_example_has_every_documented_field() {
     let event = read("docs/examples/event-sent.json");
-    let fields = ["version", "challenge_id", "account_id", "channel", "state", "attempt", "provider", "provider_message_id", "reason", "detail", "in_doubt", "metadata", "at"];
-    let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+    let fields = [
+        "version",
+        "challenge_id",
+        "account_id",
+        "channel",
+        "state",
+        "attempt",
+        "provider",
+        "provider_message_id",
+        "reason",
+        "detail",
+        "in_doubt",
+        "metadata",
+        "at",
+    ];
+    let keys: Vec<&str> = event
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys.len(), fields.len());
     for f in fields {
         assert!(keys.contains(&f), "{f}");
@@ -72,14 +138,22 @@ fn the_status_event_example_has_every_documented_field() {
 fn twilio_request_schema(path: &str) -> jsonschema::Validator {
     let spec = read("../shared/vendor-specs/twilio/twilio_api_v2010.json");
     let op = &spec["paths"][path]["post"];
-    let mut schema = op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].clone();
+    let mut schema =
+        op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].clone();
     schema["additionalProperties"] = json!(false);
     schema["components"] = spec["components"].clone();
-    jsonschema::options().should_validate_formats(false).build(&schema).unwrap()
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(&schema)
+        .unwrap()
 }
 
 fn as_object(form: Vec<(&'static str, String)>) -> Value {
-    Value::Object(form.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect())
+    Value::Object(
+        form.into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect(),
+    )
 }
 
 #[test]
@@ -87,15 +161,26 @@ fn twilio_requests_match_twilios_openapi_description() {
     let messages = twilio_request_schema("/2010-04-01/Accounts/{AccountSid}/Messages.json");
     for form in [
         message_form("+14155550123", "+15005550006", "123456 is your code"),
-        message_form("+14155550123", "MG0123456789abcdef0123456789abcdef", "123456 is your code"),
+        message_form(
+            "+14155550123",
+            "MG0123456789abcdef0123456789abcdef",
+            "123456 is your code",
+        ),
     ] {
         let body = as_object(form);
         let errors: Vec<String> = messages.iter_errors(&body).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "CreateMessage: {errors:?}");
     }
     let calls = twilio_request_schema("/2010-04-01/Accounts/{AccountSid}/Calls.json");
-    let body = as_object(call_form("+14155550123", "+15005550006", "<Response><Say>1, 2</Say></Response>"));
+    let body = as_object(call_form(
+        "+14155550123",
+        "+15005550006",
+        "<Response><Say>1, 2</Say></Response>",
+    ));
     let errors: Vec<String> = calls.iter_errors(&body).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "CreateCall: {errors:?}");
-    assert!(!calls.is_valid(&json!({"To": "+1", "From": "+1", "TwiML": "x"})), "the closed schema catches a misspelt field");
+    assert!(
+        !calls.is_valid(&json!({"To": "+1", "From": "+1", "TwiML": "x"})),
+        "the closed schema catches a misspelt field"
+    );
 }

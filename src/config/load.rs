@@ -36,13 +36,37 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         }
         None => {}
     }
-    let env = Environment::with_prefix("OTPD")
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true);
-    let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    let env = || {
+        Environment::with_prefix("OTPD")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+    };
+    if let Some(credentials) = systemd_credentials() {
+        builder = builder.add_source(env().source(Some(credentials)));
+    }
+    let settings: Settings = builder.add_source(env()).build()?.try_deserialize()?;
     validate(&settings)?;
     Ok(settings)
+}
+
+/// systemd credentials (`LoadCredential=OTPD__PROVIDERS__TWILIO__AUTH_TOKEN:/path`): each file
+/// in `$CREDENTIALS_DIRECTORY` named like an `OTPD__…` variable is read as that variable, so
+/// secrets reach otpd without passing through any process environment. Real environment
+/// variables still win.
+fn systemd_credentials() -> Option<config::Map<String, String>> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let entries = std::fs::read_dir(dir).ok()?;
+    let map = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let value = std::fs::read_to_string(e.path()).ok()?;
+            name.starts_with("OTPD__")
+                .then(|| (name, value.trim_end_matches(['\n', '\r']).to_string()))
+        })
+        .collect();
+    Some(map)
 }
 
 fn validate(s: &Settings) -> Result<(), ConfigError> {
@@ -227,6 +251,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn systemd_credentials_set_keys_and_the_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("otpd-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN"),
+            "from-credential\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("unrelated"), "ignored").unwrap();
+        // SAFETY: this is the only test in the crate that reads or writes these variables.
+        unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", &dir) };
+        let from_file = load(None).unwrap();
+        unsafe { std::env::set_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "from-env") };
+        let from_env = load(None).unwrap();
+        unsafe {
+            std::env::remove_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN");
+            std::env::remove_var("CREDENTIALS_DIRECTORY");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            from_file.providers.twilio.auth_token.expose(),
+            "from-credential"
+        );
+        assert_eq!(from_env.providers.twilio.auth_token.expose(), "from-env");
     }
 
     #[test]
