@@ -67,10 +67,10 @@ impl Intake {
         let jobs = TaskTracker::new();
         let reconnect = Arc::new(Reconnect(Notify::new()));
         let mut backoff = self.backoff();
-        let mut announced = false;
         loop {
+            let mut consumed = false;
             let result = self
-                .session(&shutdown, &jobs, &reconnect, &mut announced)
+                .session(&shutdown, &jobs, &reconnect, &mut consumed)
                 .await;
             self.publisher.set_channel(None);
             match result {
@@ -80,22 +80,20 @@ impl Intake {
                     return;
                 }
                 Err(e) => {
+                    // A session that got as far as consuming was healthy: start backing off
+                    // from the shortest delay again.
+                    if consumed {
+                        backoff = self.backoff();
+                    }
                     let delay = backoff.next().unwrap_or(Duration::from_secs(1));
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "AMQP session ended; reconnecting");
                     tokio::select! {
                         _ = shutdown.cancelled() => { self.drain(&jobs).await; return; }
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    if self.session_was_healthy(&announced) {
-                        backoff = self.backoff();
-                    }
                 }
             }
         }
-    }
-
-    fn session_was_healthy(&self, announced: &bool) -> bool {
-        *announced && self.publisher.is_connected()
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
@@ -123,13 +121,13 @@ impl Intake {
     }
 
     /// One connection's life. Returns the connection on shutdown (to close it after draining)
-    /// or the error that ended it.
+    /// or the error that ended it; sets `consumed` once the consumer is running.
     async fn session(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
         jobs: &TaskTracker,
         reconnect: &Arc<Reconnect>,
-        announced: &mut bool,
+        consumed: &mut bool,
     ) -> Result<lapin::Connection, SessionEnd> {
         let s = &self.settings;
         let connection = amqp::connect(s).await?;
@@ -149,10 +147,9 @@ impl Intake {
             )
             .await?;
         tracing::info!(queue = %s.jobs_queue, prefetch = s.prefetch, "consuming jobs");
-        if !*announced {
-            *announced = true;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        }
+        // systemd's READY=1, sent on every (re)connection; systemd ignores repeats.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        *consumed = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {

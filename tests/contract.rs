@@ -43,7 +43,8 @@ fn the_documented_examples_validate_and_parse() {
 fn the_schema_and_the_daemon_refuse_the_same_jobs() {
     let schema = job_schema();
     let base = read("docs/examples/sms-login.json");
-    let broken: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Breakage = Box<dyn Fn(&mut Value)>;
+    let broken: Vec<(&str, Breakage)> = vec![
         ("unknown field", Box::new(|j| j["priority"] = json!(1))),
         ("version 2", Box::new(|j| j["version"] = json!(2))),
         (
