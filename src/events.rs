@@ -92,6 +92,14 @@ impl Publisher {
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
     }
 
+    /// Removes the channel, so the caller can close it before the connection.
+    pub fn take_channel(&self) -> Option<Channel> {
+        self.channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     pub fn is_connected(&self) -> bool {
         let guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().is_some_and(|c| c.status().connected())

@@ -72,10 +72,11 @@ impl Intake {
             let result = self
                 .session(&shutdown, &jobs, &reconnect, &mut consumed)
                 .await;
-            self.publisher.set_channel(None);
+            if let Some(channel) = self.publisher.take_channel() {
+                let _ = channel.close(200, "otpd session ended".into()).await;
+            }
             match result {
                 Ok(connection) => {
-                    self.drain(&jobs).await;
                     let _ = connection.close(200, "otpd shutting down".into()).await;
                     return;
                 }
@@ -120,8 +121,9 @@ impl Intake {
         }
     }
 
-    /// One connection's life. Returns the connection on shutdown (to close it after draining)
-    /// or the error that ended it; sets `consumed` once the consumer is running.
+    /// One connection's life. On shutdown it drains the jobs in flight and returns the
+    /// connection to close; otherwise the error that ended it. Sets `consumed` once the
+    /// consumer is running.
     async fn session(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
@@ -153,8 +155,12 @@ impl Intake {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    // Stop the broker pushing more jobs; those in flight finish in `drain`.
+                    // Stop the broker pushing more jobs, and let those in flight finish while
+                    // this channel is still open: their acks go out on it. (lapin closes a
+                    // channel when its last handle is dropped, so the drain must happen here.)
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    self.drain(jobs).await;
+                    let _ = channel.close(200, "otpd shutting down".into()).await;
                     return Ok(connection);
                 }
                 _ = reconnect.0.notified() => {

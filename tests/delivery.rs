@@ -375,3 +375,43 @@ async fn readiness_round_trips_and_metrics_count_jobs() {
     );
     assert!(metrics.contains("otpd_provider_latency_seconds_bucket"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_lets_the_job_in_flight_finish_and_ack() {
+    let server = MockServer::start().await;
+    let slow = created("SM5").set_delay(std::time::Duration::from_millis(1500));
+    Mock::given(method("POST"))
+        .respond_with(slow)
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "909090");
+    app.publish(&job).await;
+    assert_eq!(
+        app.event_for(&id(&job)).await["state"],
+        "accepted",
+        "the job is in flight"
+    );
+
+    app.stop().await;
+    assert_eq!(
+        app.state_of(&id(&job)).await.0,
+        "sent",
+        "the call in flight finished during the drain"
+    );
+    let queue = format!("t-{}.jobs", app.suffix);
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = app
+        .channel()
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.message_count(),
+        0,
+        "the job was acked, not returned to the queue"
+    );
+}
