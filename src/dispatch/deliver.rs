@@ -52,6 +52,17 @@ impl Dispatcher {
                 f.in_doubt = in_doubt;
                 return self.conclude(job, f).await;
             }
+            if attempt as u32 >= self.retry.max_attempts {
+                // Only a takeover gets here: the previous owner used every attempt.
+                let mut f = terminal(
+                    DeliveryState::Failed,
+                    attempt,
+                    "provider_transient",
+                    "every allowed attempt was made",
+                );
+                f.in_doubt = in_doubt;
+                return self.conclude(job, f).await;
+            }
             attempt += 1;
             let id = job.challenge_id.as_str();
             self.persist(|| {
