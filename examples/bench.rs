@@ -368,22 +368,7 @@ async fn insert_ceiling(jobs: usize, suffix: &str) -> f64 {
 }
 
 async fn cleanup(ch: &Channel, suffix: &str) {
-    for q in ["jobs", "dead"] {
-        let _ = ch
-            .queue_delete(
-                format!("bench-{suffix}.{q}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for x in ["jobs", "dlx", "events"] {
-        let _ = ch
-            .exchange_delete(
-                format!("bench-{suffix}.{x}").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let _ = otpd::amqp::delete_topology(ch, &bench_settings(suffix).amqp).await;
     let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS otpd_bench_{suffix} WITH (FORCE)"

@@ -105,6 +105,27 @@ pub async fn declare_topology(channel: &Channel, s: &AmqpSettings) -> Result<(),
     Ok(())
 }
 
+/// Deletes everything `declare_topology` declares, jobs included. For tests and benchmarks
+/// that run on throwaway names; never called by the daemon.
+pub async fn delete_topology(channel: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    for queue in [&s.jobs_queue, &s.dead_letter_queue] {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for exchange in [
+        &s.jobs_exchange,
+        &s.dead_letter_exchange,
+        &s.events_exchange,
+    ] {
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
+}
+
 fn queue_type_args(queue_type: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     let name = match queue_type {

@@ -73,7 +73,7 @@ impl App {
             metrics: metrics.clone(),
         };
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
-        let amqp = clone_amqp(&settings);
+        let amqp = settings.amqp.clone();
         let parts = DispatcherParts {
             store: store.clone(),
             publisher: publisher.clone(),
@@ -140,21 +140,5 @@ impl App {
         tracker.close();
         tracker.wait().await;
         self.store.close().await;
-    }
-}
-
-fn clone_amqp(s: &Settings) -> crate::config::AmqpSettings {
-    let a = &s.amqp;
-    crate::config::AmqpSettings {
-        url: a.url.clone(),
-        jobs_exchange: a.jobs_exchange.clone(),
-        jobs_queue: a.jobs_queue.clone(),
-        queue_type: a.queue_type,
-        dead_letter_exchange: a.dead_letter_exchange.clone(),
-        dead_letter_queue: a.dead_letter_queue.clone(),
-        events_exchange: a.events_exchange.clone(),
-        prefetch: a.prefetch,
-        delivery_limit: a.delivery_limit,
-        reconnect_max_delay_ms: a.reconnect_max_delay_ms,
     }
 }

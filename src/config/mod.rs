@@ -45,7 +45,7 @@ pub enum QueueType {
     Classic,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub url: Secret,

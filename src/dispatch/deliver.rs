@@ -42,24 +42,25 @@ impl Dispatcher {
     ) -> Result<Outcome, Interrupted> {
         let provider = self.providers.for_channel(job.channel);
         loop {
-            if !self.retry.may_start(Utc::now(), job.expires_at) {
-                let mut f = terminal(
+            // Checked before every attempt, including the first after a takeover.
+            let stop = if !self.retry.may_start(Utc::now(), job.expires_at) {
+                Some((
                     DeliveryState::Expired,
-                    attempt,
                     "expired",
                     "the code expired before it could be delivered",
-                );
-                f.in_doubt = in_doubt;
-                return self.conclude(job, f).await;
-            }
-            if attempt as u32 >= self.retry.max_attempts {
+                ))
+            } else if attempt as u32 >= self.retry.max_attempts {
                 // Only a takeover gets here: the previous owner used every attempt.
-                let mut f = terminal(
+                Some((
                     DeliveryState::Failed,
-                    attempt,
                     "provider_transient",
                     "every allowed attempt was made",
-                );
+                ))
+            } else {
+                None
+            };
+            if let Some((state, reason, detail)) = stop {
+                let mut f = terminal(state, attempt, reason, detail);
                 f.in_doubt = in_doubt;
                 return self.conclude(job, f).await;
             }

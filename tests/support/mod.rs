@@ -281,22 +281,7 @@ impl Drop for TestApp {
 async fn cleanup(suffix: &str) {
     if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
         if let Ok(ch) = conn.create_channel().await {
-            for q in ["jobs", "jobs.dead"] {
-                let _ = ch
-                    .queue_delete(
-                        format!("t-{suffix}.{q}").as_str().into(),
-                        QueueDeleteOptions::default(),
-                    )
-                    .await;
-            }
-            for x in ["jobs", "jobs.dlx", "events"] {
-                let _ = ch
-                    .exchange_delete(
-                        format!("t-{suffix}.{x}").as_str().into(),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
+            let _ = otpd::amqp::delete_topology(&ch, &test_settings(suffix).amqp).await;
         }
         let _ = conn.close(200, "cleanup".into()).await;
     }
