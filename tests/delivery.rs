@@ -415,3 +415,25 @@ async fn a_graceful_stop_lets_the_job_in_flight_finish_and_ack() {
         "the job was acked, not returned to the queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_queue_can_be_chosen_instead_of_quorum() {
+    let mut app = TestApp::spawn(|s| s.amqp.queue_type = otpd::config::QueueType::Classic).await;
+    let job = job("sms", "+14155550123", "31415");
+    app.publish(&job).await;
+    assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    let bad = b"not json".to_vec();
+    app.publish_raw(bad.clone(), "sms").await;
+    assert_eq!(
+        app.next_report().await.handled,
+        Handled::DeadLettered(otpd::domain::RejectReason::MalformedJson)
+    );
+    assert_eq!(
+        app.dead_letter()
+            .await
+            .expect("dead-lettered on classic too")
+            .delivery
+            .data,
+        bad
+    );
+}
