@@ -437,3 +437,35 @@ async fn a_classic_queue_can_be_chosen_instead_of_quorum() {
         bad
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_arriving_while_the_first_is_in_flight_waits_and_is_not_sent() {
+    let server = MockServer::start().await;
+    let slow = created("SM6").set_delay(std::time::Duration::from_millis(700));
+    Mock::given(method("POST"))
+        .respond_with(slow)
+        .mount(&server)
+        .await;
+    let mut app = TestApp::spawn(twilio(&server)).await;
+    let job = job("sms", "+14155550123", "271828");
+    app.publish(&job).await;
+    app.publish(&job).await;
+
+    let mut handled = vec![
+        app.report_for(&id(&job)).await.handled,
+        app.report_for(&id(&job)).await.handled,
+    ];
+    handled.sort_by_key(|h| format!("{h:?}"));
+    assert_eq!(
+        handled,
+        [
+            Handled::Acked(Outcome::Duplicate(DeliveryState::Sent)),
+            sent()
+        ]
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "the copy waited for the lease holder"
+    );
+}
