@@ -57,8 +57,8 @@ impl App {
             &settings.database,
             settings.store.destination_hmac_key.clone(),
         )?;
-        let providers = Providers::from_settings(&settings)?;
         let metrics = Arc::new(Metrics::new());
+        let providers = Providers::from_settings(&settings, Arc::clone(&metrics))?;
         let publisher = Arc::new(Publisher::new(
             &settings.amqp.events_exchange,
             &settings.amqp.dead_letter_exchange,

@@ -17,6 +17,9 @@ use std::sync::Mutex;
 #[derive(Debug, Serialize)]
 pub struct StatusEvent<'a> {
     pub version: u8,
+    /// `<challenge_id>/<state>`: the same for every copy of this event (a challenge has at most
+    /// one event per state), so consumers deduplicate on it.
+    pub event_id: String,
     pub challenge_id: &'a str,
     pub account_id: Option<&'a str>,
     pub channel: Option<&'a str>,
@@ -40,6 +43,7 @@ impl<'a> StatusEvent<'a> {
     ) -> Self {
         StatusEvent {
             version: 1,
+            event_id: format!("{}/{}", challenge_id.as_str(), state.event_name()),
             challenge_id: challenge_id.as_str(),
             account_id: None,
             channel: None,

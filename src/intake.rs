@@ -169,6 +169,11 @@ impl Intake {
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
+                        // While PostgreSQL is down, start nothing: this delivery and the rest of
+                        // the prefetch wait unacked. (On shutdown it is dropped unacked.)
+                        if !self.dispatcher.ready_for_work().await {
+                            continue;
+                        }
                         let me = Arc::clone(self);
                         let reconnect = Arc::clone(reconnect);
                         let shutdown = shutdown.clone();

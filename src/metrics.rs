@@ -21,15 +21,27 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    pub provider: &'static str,
+    pub provider: String,
     pub channel: &'static str,
     pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
-    pub provider: &'static str,
+    pub provider: String,
     pub channel: &'static str,
+}
+
+/// Provider instance names come from the configuration, a closed set at run time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderNameLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderReasonLabels {
+    pub provider: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,8 +57,16 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabels, Counter>,
     /// otpd_duplicates_total{channel}: jobs for an already-finished challenge, not sent again.
     pub duplicates: Family<ChannelLabels, Counter>,
-    /// otpd_in_doubt_total{channel}: challenges taken over while a provider call was in flight.
+    /// otpd_in_doubt_total{channel}: provider calls whose outcome is unknown (a crash during
+    /// the call, found on takeover, or a timeout after the request was sent).
     pub in_doubt: Family<ChannelLabels, Counter>,
+    /// otpd_provider_breaker_state{provider}: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<ProviderNameLabels, Gauge>,
+    /// otpd_provider_unusable_total{provider,reason}: provider-wide permanent errors (bad
+    /// credentials, suspended account); each one opens the breaker. Alert on any increase.
+    pub provider_unusable: Family<ProviderReasonLabels, Counter>,
+    /// otpd_store_available: 1 while PostgreSQL answers, 0 while otpd holds new work back.
+    pub store_available: Gauge,
     /// otpd_provider_attempts_total{provider,channel,result}.
     pub attempts: Family<AttemptLabels, Counter>,
     /// otpd_provider_latency_seconds{provider,channel}: duration of each provider call.
@@ -71,6 +91,10 @@ impl Metrics {
         let attempts = Family::default();
         let provider_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let in_flight = Gauge::default();
+        let breaker_state = Family::default();
+        let provider_unusable = Family::default();
+        let store_available = Gauge::default();
+        store_available.set(1);
         registry.register("jobs", "Jobs that reached a terminal state", jobs.clone());
         registry.register(
             "jobs_rejected",
@@ -84,8 +108,23 @@ impl Metrics {
         );
         registry.register(
             "in_doubt",
-            "Challenges taken over while a provider call was in flight",
+            "Provider calls whose outcome is unknown: interrupted by a crash, or timed out",
             in_doubt.clone(),
+        );
+        registry.register(
+            "provider_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        registry.register(
+            "provider_unusable",
+            "Provider-wide permanent errors (credentials, account); each opens the breaker",
+            provider_unusable.clone(),
+        );
+        registry.register(
+            "store_available",
+            "1 while PostgreSQL answers; 0 while new work is held back",
+            store_available.clone(),
         );
         registry.register(
             "provider_attempts",
@@ -108,6 +147,9 @@ impl Metrics {
             rejected,
             duplicates,
             in_doubt,
+            breaker_state,
+            provider_unusable,
+            store_available,
             attempts,
             provider_latency,
             in_flight,

@@ -17,6 +17,8 @@ pub struct RetryPolicy {
     pub initial_delay: Duration,
     pub max_delay: Duration,
     pub expiry_margin: Duration,
+    /// The longest one provider call may take.
+    pub attempt_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,16 @@ impl RetryPolicy {
             initial_delay: Duration::from_millis(s.initial_delay_ms),
             max_delay: Duration::from_millis(s.max_delay_ms),
             expiry_margin: s.expiry_margin(),
+            attempt_timeout: Duration::from_millis(s.attempt_timeout_ms),
         }
+    }
+
+    /// How long a call starting at `now` may take: the attempt timeout, cut short at the code's
+    /// expiry, so that otpd never has a call in flight for an expired code. (A provider may
+    /// still act on a request it had received; that call is then in doubt.)
+    pub fn call_timeout(&self, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Duration {
+        let left = (expires_at - now).to_std().unwrap_or_default();
+        self.attempt_timeout.min(left)
     }
 
     /// The capped exponential delay after the `attempt`-th failure (1-based), before jitter.
@@ -87,6 +98,7 @@ mod tests {
             initial_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(4),
             expiry_margin: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(10),
         }
     }
 
@@ -150,5 +162,13 @@ mod tests {
         );
         assert!(!p.may_start(t(55), t(60)));
         assert!(p.may_start(t(54), t(60)));
+    }
+
+    #[test]
+    fn no_call_outlives_the_code() {
+        let p = policy();
+        assert_eq!(p.call_timeout(t(0), t(600)), Duration::from_secs(10));
+        assert_eq!(p.call_timeout(t(54), t(60)), Duration::from_secs(6));
+        assert_eq!(p.call_timeout(t(61), t(60)), Duration::ZERO);
     }
 }

@@ -109,6 +109,7 @@ fn the_status_event_example_has_every_documented_field() {
     let event = read("docs/examples/event-sent.json");
     let fields = [
         "version",
+        "event_id",
         "challenge_id",
         "account_id",
         "channel",

@@ -3,7 +3,7 @@
 
 mod support;
 
-use otpd::config::{ProviderKind, Settings, SmtpTls};
+use otpd::config::{Settings, SmtpTls};
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
@@ -18,9 +18,9 @@ const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Cal
 fn twilio(server: &MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
     let base = server.uri();
     move |s| {
-        s.channels.sms = ProviderKind::Twilio;
-        s.channels.voice = ProviderKind::Twilio;
-        let t = &mut s.providers.twilio;
+        s.channels.sms = "twilio".into();
+        s.channels.voice = "twilio".into();
+        let t = s.providers.twilio_mut("twilio");
         t.base_url = base.clone();
         t.account_sid = ACCOUNT_SID.into();
         t.auth_token = "test-token".into();
@@ -91,6 +91,15 @@ async fn an_sms_job_reaches_twilio_and_ends_sent_with_an_event() {
         serde_json::json!({"purpose": "login"}),
         "metadata is echoed"
     );
+    assert_eq!(event["event_id"], format!("{}/sent", id(&job)));
+    // The daemon publishes exactly the fields docs/job-v1.md documents.
+    let documented: Value =
+        serde_json::from_str(include_str!("../docs/examples/event-sent.json")).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let (mut published, mut expected) = (keys(&event), keys(&documented));
+    published.sort();
+    expected.sort();
+    assert_eq!(published, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +135,10 @@ async fn an_email_job_is_delivered_over_smtp_as_text_and_html() {
     let mut smtp = support::smtp::FakeSmtp::start().await;
     let port = smtp.port;
     let mut app = TestApp::spawn(move |s| {
-        s.channels.email = ProviderKind::Smtp;
-        s.providers.smtp.port = port;
-        s.providers.smtp.tls = SmtpTls::None;
-        s.providers.smtp.from = "Acme <no-reply@acme.test>".into();
+        s.channels.email = "smtp".into();
+        s.providers.smtp_mut("smtp").port = port;
+        s.providers.smtp_mut("smtp").tls = SmtpTls::None;
+        s.providers.smtp_mut("smtp").from = "Acme <no-reply@acme.test>".into();
     })
     .await;
     let job = job("email", "jane@example.com", "771234");

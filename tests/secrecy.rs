@@ -4,7 +4,7 @@
 
 mod support;
 
-use otpd::config::{ProviderKind, SmtpTls};
+use otpd::config::SmtpTls;
 use otpd::intake::Handled;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -53,16 +53,16 @@ async fn the_code_and_destination_appear_in_no_log_and_no_table() {
     let smtp = support::smtp::FakeSmtp::start().await;
     let (base, port) = (server.uri(), smtp.port);
     let mut app = TestApp::spawn(move |s| {
-        s.channels.sms = ProviderKind::Twilio;
-        s.channels.voice = ProviderKind::Twilio;
-        s.channels.email = ProviderKind::Smtp;
-        s.providers.twilio.base_url = base.clone();
-        s.providers.twilio.account_sid = ACCOUNT_SID.into();
-        s.providers.twilio.auth_token = "tok".into();
-        s.providers.twilio.sms_from = "+15005550006".into();
-        s.providers.twilio.voice_from = "+15005550006".into();
-        s.providers.smtp.port = port;
-        s.providers.smtp.tls = SmtpTls::None;
+        s.channels.sms = "twilio".into();
+        s.channels.voice = "twilio".into();
+        s.channels.email = "smtp".into();
+        s.providers.twilio_mut("twilio").base_url = base.clone();
+        s.providers.twilio_mut("twilio").account_sid = ACCOUNT_SID.into();
+        s.providers.twilio_mut("twilio").auth_token = "tok".into();
+        s.providers.twilio_mut("twilio").sms_from = "+15005550006".into();
+        s.providers.twilio_mut("twilio").voice_from = "+15005550006".into();
+        s.providers.smtp_mut("smtp").port = port;
+        s.providers.smtp_mut("smtp").tls = SmtpTls::None;
     })
     .await;
 

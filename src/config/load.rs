@@ -1,6 +1,7 @@
 //! Loading and validating settings.
 
-use super::{ProviderKind, Settings};
+use super::{ProviderConfig, Settings, SmtpSettings, TwilioSettings};
+use crate::domain::Channel;
 use crate::render::Placeholders;
 use config::{Config, Environment, File, FileFormat};
 use std::path::Path;
@@ -14,12 +15,12 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Source(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -98,11 +99,55 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     }
     validate_retry(s)?;
     validate_messages(s)?;
-    for channel in crate::domain::Channel::ALL {
-        match s.channels.provider_for(channel) {
-            ProviderKind::Log => {}
-            ProviderKind::Twilio => validate_twilio(s, channel)?,
-            ProviderKind::Smtp => validate_smtp(s, channel)?,
+    validate_delivery(s)?;
+    validate_providers(s)
+}
+
+fn validate_delivery(s: &Settings) -> Result<(), ConfigError> {
+    let d = &s.delivery;
+    if d.max_in_flight == 0 {
+        return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+    }
+    if d.breaker_failures == 0 {
+        return Err(invalid("delivery.breaker_failures", "must be at least 1"));
+    }
+    if d.breaker_open_ms == 0 {
+        return Err(invalid("delivery.breaker_open_ms", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Every chain names declared providers that can carry its channel, each at most once.
+fn validate_providers(s: &Settings) -> Result<(), ConfigError> {
+    for (name, p) in &s.providers.0 {
+        if p.max_concurrency() == 0 {
+            return Err(invalid(
+                format!("providers.{name}.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+    }
+    for channel in Channel::ALL {
+        let key = format!("channels.{channel}");
+        let chain = &s.channels.chain(channel).0;
+        if chain.is_empty() {
+            return Err(invalid(key, "must name at least one provider"));
+        }
+        for (i, name) in chain.iter().enumerate() {
+            if chain[..i].contains(name) {
+                return Err(invalid(key, format!("names `{name}` twice")));
+            }
+            let Some(p) = s.providers.0.get(name) else {
+                return Err(invalid(
+                    key,
+                    format!("names `{name}`, but there is no [providers.{name}]"),
+                ));
+            };
+            match p {
+                ProviderConfig::Log(_) => {}
+                ProviderConfig::Twilio(t) => validate_twilio(name, t, channel)?,
+                ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
+            }
         }
     }
     Ok(())
@@ -143,66 +188,63 @@ fn validate_messages(s: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_twilio(s: &Settings, channel: crate::domain::Channel) -> Result<(), ConfigError> {
-    let t = &s.providers.twilio;
-    let url = reqwest::Url::parse(&t.base_url)
-        .map_err(|e| invalid("providers.twilio.base_url", e.to_string()))?;
+fn validate_twilio(name: &str, t: &TwilioSettings, channel: Channel) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    let url =
+        reqwest::Url::parse(&t.base_url).map_err(|e| invalid(key("base_url"), e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(
-            "providers.twilio.base_url",
-            "must be an http or https URL",
-        ));
+        return Err(invalid(key("base_url"), "must be an http or https URL"));
     }
     if !(t.account_sid.starts_with("AC") && t.account_sid.len() == 34) {
         return Err(invalid(
-            "providers.twilio.account_sid",
+            key("account_sid"),
             "must be an Account SID (AC + 32 hex digits)",
         ));
     }
     if t.auth_token.is_empty() {
         return Err(invalid(
-            "providers.twilio.auth_token",
-            "must be set when a channel uses twilio",
+            key("auth_token"),
+            "must be set when a channel uses this provider",
         ));
     }
-    let (key, from) = match channel {
-        crate::domain::Channel::Voice => ("providers.twilio.voice_from", &t.voice_from),
-        _ => ("providers.twilio.sms_from", &t.sms_from),
+    let (field, from) = match channel {
+        Channel::Voice => ("voice_from", &t.voice_from),
+        Channel::Sms => ("sms_from", &t.sms_from),
+        Channel::Email => {
+            return Err(invalid(
+                "channels.email",
+                format!("`{name}` is a twilio provider, which cannot deliver email"),
+            ));
+        }
     };
     if from.is_empty() {
         return Err(invalid(
-            key,
-            format!("must be set because channels.{channel} = \"twilio\""),
+            key(field),
+            format!("must be set because channels.{channel} uses `{name}`"),
         ));
     }
     Ok(())
 }
 
-fn validate_smtp(s: &Settings, channel: crate::domain::Channel) -> Result<(), ConfigError> {
-    let m = &s.providers.smtp;
-    if channel != crate::domain::Channel::Email {
+fn validate_smtp(name: &str, m: &SmtpSettings, channel: Channel) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    if channel != Channel::Email {
         return Err(invalid(
-            "channels",
-            format!("channels.{channel} cannot use the smtp provider"),
+            format!("channels.{channel}"),
+            format!("`{name}` is an smtp provider, which can deliver only email"),
         ));
     }
     if m.host.is_empty() {
-        return Err(invalid(
-            "providers.smtp.host",
-            "must be set when channels.email = \"smtp\"",
-        ));
+        return Err(invalid(key("host"), "must be set when a channel uses it"));
     }
     if m.from.parse::<lettre::message::Mailbox>().is_err() {
         return Err(invalid(
-            "providers.smtp.from",
+            key("from"),
             "must be a mailbox such as \"Example <no-reply@example.com>\"",
         ));
     }
     if m.pool_max_size == 0 {
-        return Err(invalid(
-            "providers.smtp.pool_max_size",
-            "must be at least 1",
-        ));
+        return Err(invalid(key("pool_max_size"), "must be at least 1"));
     }
     Ok(())
 }
@@ -210,6 +252,7 @@ fn validate_smtp(s: &Settings, channel: crate::domain::Channel) -> Result<(), Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Chain;
 
     fn with(extra: &str) -> Result<Settings, ConfigError> {
         let dir = std::env::temp_dir().join(format!("otpd-config-{}", std::process::id()));
@@ -225,7 +268,7 @@ mod tests {
     fn the_shipped_defaults_load() {
         let s = with("").unwrap();
         assert_eq!(s.amqp.jobs_queue, "otpd.jobs");
-        assert_eq!(s.channels.sms, ProviderKind::Log);
+        assert_eq!(s.channels.sms, Chain::from("log"));
     }
 
     #[test]
@@ -243,6 +286,48 @@ mod tests {
             err.contains("messages.sms") && err.contains("nope"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_second_account_of_a_kind_is_a_named_provider_in_a_chain() {
+        // `sms_from` as a bare number is what the environment's parsing makes of
+        // OTPD__PROVIDERS__TWILIO_EU__SMS_FROM=+15005550006; it must still be a string.
+        let mut s = with(
+            "[channels]\nsms = \"twilio_eu, log\"\n\
+             [providers.twilio_eu]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             auth_token = \"t\"\nsms_from = 15005550006\n",
+        )
+        .unwrap();
+        assert_eq!(s.channels.sms.0, ["twilio_eu", "log"]);
+        assert_eq!(s.providers.twilio_mut("twilio_eu").sms_from, "15005550006");
+    }
+
+    #[test]
+    fn a_broken_chain_names_the_channel_or_the_provider() {
+        for (toml, key, says) in [
+            ("[channels]\nsms = \"\"\n", "channels.sms", "at least one"),
+            ("[channels]\nsms = \"log, log\"\n", "channels.sms", "twice"),
+            (
+                "[channels]\nvoice = \"nope\"\n",
+                "channels.voice",
+                "no [providers.nope]",
+            ),
+            (
+                "[channels]\nemail = \"log, twilio\"\n",
+                "providers.twilio",
+                "",
+            ),
+            ("[providers.x]\nkind = \"fax\"\n", "providers.x.kind", "fax"),
+            ("[providers.x]\n", "providers.x.kind", "must be"),
+            (
+                "[delivery]\nbreaker_failures = 0\n",
+                "delivery.breaker_failures",
+                "",
+            ),
+        ] {
+            let err = with(toml).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{toml}: {err}");
+        }
     }
 
     #[test]
@@ -265,19 +350,22 @@ mod tests {
         std::fs::write(dir.join("unrelated"), "ignored").unwrap();
         // SAFETY: this is the only test in the crate that reads or writes these variables.
         unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", &dir) };
-        let from_file = load(None).unwrap();
+        let mut from_file = load(None).unwrap();
         unsafe { std::env::set_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "from-env") };
-        let from_env = load(None).unwrap();
+        let mut from_env = load(None).unwrap();
         unsafe {
             std::env::remove_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN");
             std::env::remove_var("CREDENTIALS_DIRECTORY");
         }
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
-            from_file.providers.twilio.auth_token.expose(),
+            from_file.providers.twilio_mut("twilio").auth_token.expose(),
             "from-credential"
         );
-        assert_eq!(from_env.providers.twilio.auth_token.expose(), "from-env");
+        assert_eq!(
+            from_env.providers.twilio_mut("twilio").auth_token.expose(),
+            "from-env"
+        );
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! the rest of the daemon never sees a raw string where a typed value belongs.
 
 mod load;
+mod providers;
 mod secret;
 
 pub use load::{ConfigError, DEFAULT_TOML, load};
+pub use providers::{
+    Chain, ChannelSettings, ProviderConfig, ProviderSettings, SmtpSettings, SmtpTls, TwilioSettings,
+};
 pub use secret::Secret;
 
-use crate::domain::Channel;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +28,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub limits: LimitSettings,
     pub retry: RetrySettings,
+    pub delivery: DeliverySettings,
     pub channels: ChannelSettings,
     pub providers: ProviderSettings,
     pub messages: MessageSettings,
@@ -121,80 +125,20 @@ pub struct RetrySettings {
     pub attempt_timeout_ms: u64,
 }
 
+/// Failover, circuit breaking, concurrency and in-doubt handling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub max_in_flight: u32,
+    pub resend_in_doubt: bool,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
 impl RetrySettings {
     pub fn expiry_margin(&self) -> Duration {
         Duration::from_millis(self.expiry_margin_ms)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Log,
-    Twilio,
-    Smtp,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelSettings {
-    pub sms: ProviderKind,
-    pub voice: ProviderKind,
-    pub email: ProviderKind,
-}
-
-impl ChannelSettings {
-    pub fn provider_for(&self, channel: Channel) -> ProviderKind {
-        match channel {
-            Channel::Sms => self.sms,
-            Channel::Voice => self.voice,
-            Channel::Email => self.email,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderSettings {
-    pub twilio: TwilioSettings,
-    pub smtp: SmtpSettings,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TwilioSettings {
-    pub base_url: String,
-    pub account_sid: String,
-    pub auth_token: Secret,
-    /// An E.164 sender number, or a Messaging Service SID (`MG…`) for SMS.
-    pub sms_from: String,
-    /// The caller id of voice calls: an E.164 number on the account.
-    pub voice_from: String,
-    pub timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain SMTP; only for a relay on loopback or a trusted network.
-    None,
-    /// Upgrade with STARTTLS, refusing to send if the server does not offer it.
-    Starttls,
-    /// Implicit TLS from the first byte (SMTPS, usually port 465).
-    Tls,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub username: String,
-    pub password: Secret,
-    pub from: String,
-    pub pool_max_size: u32,
-    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -19,6 +19,12 @@ impl Secret {
     }
 }
 
+impl Default for Secret {
+    fn default() -> Secret {
+        Secret::from("")
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Secret {
         Secret(SecretString::from(s))

@@ -1,14 +1,15 @@
-//! The attempt loop: provider calls with retries, bounded by the code's expiry.
+//! The attempt loop: provider calls along the channel's failover chain, with retries, bounded
+//! by the code's expiry and by the attempt budget.
 
-use super::{Dispatcher, Interrupted, LEASE_SLACK, Outcome};
+use super::{Dispatcher, Halt, Outcome};
 use crate::domain::{DeliveryState, Job};
-use crate::metrics::{AttemptLabels, JobLabels, ProviderLabels};
-use crate::providers::{Provider, ProviderError, Sent};
+use crate::metrics::{AttemptLabels, ChannelLabels, JobLabels, ProviderLabels};
+use crate::providers::{Attempted, Pick, ProviderError, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
-use crate::store::Finish;
+use crate::store::{Finish, Owner};
 use chrono::Utc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A terminal transition with no provider attempt behind it.
 pub(super) fn terminal<'a>(
@@ -30,154 +31,266 @@ pub(super) fn terminal<'a>(
     }
 }
 
+/// Where a job stands between attempts.
+pub(super) struct Progress {
+    /// Attempts already made (by this worker or an earlier owner).
+    pub attempt: i32,
+    /// Some attempt's outcome is unknown: the final event says so.
+    pub in_doubt: bool,
+    /// The provider that failed the previous attempt; the next prefers another.
+    pub avoid: Option<usize>,
+}
+
+/// What follows a failed attempt.
+enum Next {
+    /// Try again after this wait (zero: fail over at once).
+    After(Duration),
+    /// The job ends in this state.
+    Stop(DeliveryState, Option<&'static str>),
+}
+
 impl Dispatcher {
-    /// Calls the channel's provider until it accepts, refuses for good, or the code's time or
-    /// the attempt budget runs out. `attempt` is the number of attempts already made.
+    /// Calls providers until one accepts, the message is refused for good, or the code's time
+    /// or the attempt budget runs out.
     pub(super) async fn deliver(
         &self,
         job: &Job,
         message: &Message,
-        mut attempt: i32,
-        in_doubt: bool,
-    ) -> Result<Outcome, Interrupted> {
-        let provider = self.providers.for_channel(job.channel);
+        owner: Owner<'_>,
+        mut p: Progress,
+    ) -> Result<Outcome, Halt> {
         loop {
-            // Checked before every attempt, including the first after a takeover.
-            let stop = if !self.retry.may_start(Utc::now(), job.expires_at) {
-                Some((
-                    DeliveryState::Expired,
-                    "expired",
-                    "the code expired before it could be delivered",
-                ))
-            } else if attempt as u32 >= self.retry.max_attempts {
-                // Only a takeover gets here: the previous owner used every attempt.
-                Some((
-                    DeliveryState::Failed,
-                    "provider_transient",
-                    "every allowed attempt was made",
-                ))
-            } else {
-                None
-            };
-            if let Some((state, reason, detail)) = stop {
-                let mut f = terminal(state, attempt, reason, detail);
-                f.in_doubt = in_doubt;
-                return self.conclude(job, f).await;
+            if let Some((state, reason, detail)) = self.stop_before_attempt(job, &p) {
+                let mut f = terminal(state, p.attempt, reason, detail);
+                f.in_doubt = p.in_doubt;
+                return self.conclude(job, owner, f).await;
             }
-            attempt += 1;
-            let id = job.challenge_id.as_str();
-            self.persist(|| {
-                self.store.start_attempt(
-                    id,
-                    attempt,
-                    provider.name(),
-                    self.attempt_timeout + LEASE_SLACK,
-                )
-            })
-            .await?;
-            let started = Instant::now();
-            let result = self.call(provider, job, message).await;
-            let latency_ms = started.elapsed().as_millis() as u64;
-            self.observe_attempt(provider, job, &result, started);
-            let failure = match result {
+            let index = match self.providers.pick(job.channel, p.avoid) {
+                Pick::Use(index) => index,
+                Pick::WaitUntil(at) => {
+                    // Every breaker of the chain is open: wait for the first probe, holding the
+                    // lease, and check the code's expiry again.
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.hold(owner, wait.min(self.attempt_timeout)).await?;
+                    continue;
+                }
+            };
+            let Some(reservation) = self.reserve(owner, index).await? else {
+                continue;
+            };
+            p.attempt += 1;
+            let name = self.providers.name(index);
+            let lease = self.attempt_timeout + super::LEASE_SLACK;
+            if !self
+                .persist(|| self.store.start_attempt(owner, p.attempt, name, lease))
+                .await?
+            {
+                return Err(Halt::LeaseLost);
+            }
+            let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
+            let attempted = self
+                .providers
+                .send(reservation, &job.to, message, timeout)
+                .await;
+            self.observe_attempt(name, job, &attempted);
+            let latency_ms = attempted.latency.as_millis() as u64;
+            let failure = match attempted.result {
                 Ok(sent) => {
-                    return self
-                        .conclude(
-                            job,
-                            sent_finish(provider, attempt, &sent, latency_ms, in_doubt),
-                        )
-                        .await;
+                    let f = sent_finish(name, p.attempt, &sent, latency_ms, p.in_doubt);
+                    return self.conclude(job, owner, f).await;
                 }
                 Err(e) => e,
             };
-            let mut f = failure_finish(provider, attempt, &failure, latency_ms, in_doubt);
+            if failure.is_in_doubt() {
+                p.in_doubt = true;
+                self.note_in_doubt(job, p.attempt, Some(name), &failure.to_string())
+                    .await?;
+            }
             let detail = failure.to_string();
+            let mut f = failure_finish(name, p.attempt, &failure, latency_ms, p.in_doubt);
             f.detail = Some(&detail);
-            let retry_after = match &failure {
-                ProviderError::Permanent { .. } => {
-                    tracing::warn!(attempt, error = %failure, "provider refused the message permanently");
-                    return self.conclude(job, f).await;
-                }
-                ProviderError::RateLimited { retry_after, .. } => *retry_after,
-                ProviderError::Transient { .. } => None,
-            };
-            match self.retry.decide(
-                attempt as u32,
-                retry_after,
-                rand::random(),
-                Utc::now(),
-                job.expires_at,
-            ) {
-                Decision::RetryAfter(wait) => {
-                    tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %failure, "attempt failed; will retry");
-                    let lease = wait + self.attempt_timeout + LEASE_SLACK;
-                    self.persist(|| self.store.record_failed_attempt(id, &f, lease))
-                        .await?;
+            match self.next_after(job, &p, index, &failure) {
+                Next::After(wait) => {
+                    tracing::warn!(attempt = p.attempt, provider = name, retry_in_ms = wait.as_millis() as u64, error = %failure, "attempt failed; will retry");
+                    let lease = wait + self.attempt_timeout + super::LEASE_SLACK;
+                    if !self
+                        .persist(|| self.store.record_failed_attempt(owner, &f, lease))
+                        .await?
+                    {
+                        return Err(Halt::LeaseLost);
+                    }
+                    p.avoid = Some(index);
                     self.sleep(wait).await?;
                 }
-                Decision::Exhausted => {
-                    f.state = DeliveryState::Failed;
-                    return self.conclude(job, f).await;
-                }
-                Decision::WouldExpire => {
-                    f.state = DeliveryState::Expired;
-                    f.reason = Some("expired");
-                    return self.conclude(job, f).await;
+                Next::Stop(state, reason) => {
+                    tracing::warn!(attempt = p.attempt, provider = name, error = %failure, %state, "attempt failed; giving up");
+                    f.state = state;
+                    if let Some(reason) = reason {
+                        f.reason = Some(reason);
+                    }
+                    return self.conclude(job, owner, f).await;
                 }
             }
         }
     }
 
-    async fn call(
+    /// Expiry and the attempt budget, checked before every attempt (including the first after
+    /// a takeover, whose owner may have used them up).
+    fn stop_before_attempt(
         &self,
-        provider: &Provider,
         job: &Job,
-        message: &Message,
-    ) -> Result<Sent, ProviderError> {
-        match tokio::time::timeout(self.attempt_timeout, provider.send(&job.to, message)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Transient {
-                status: None,
-                detail: format!("no answer within {} ms", self.attempt_timeout.as_millis()),
-            }),
+        p: &Progress,
+    ) -> Option<(DeliveryState, &'static str, &'static str)> {
+        if !self.retry.may_start(Utc::now(), job.expires_at) {
+            return Some((
+                DeliveryState::Expired,
+                "expired",
+                "the code expired before it could be delivered",
+            ));
+        }
+        if p.in_doubt && !self.resend_in_doubt {
+            return Some((
+                DeliveryState::Failed,
+                "in_doubt",
+                "a provider call's outcome is unknown and resend_in_doubt is off",
+            ));
+        }
+        if p.attempt as u32 >= self.retry.max_attempts {
+            return Some((
+                DeliveryState::Failed,
+                "provider_transient",
+                "every allowed attempt was made",
+            ));
+        }
+        None
+    }
+
+    /// The retry decision for a failed attempt on provider `index`.
+    fn next_after(&self, job: &Job, p: &Progress, index: usize, e: &ProviderError) -> Next {
+        if e.is_in_doubt() && !self.resend_in_doubt {
+            return Next::Stop(DeliveryState::Failed, Some("in_doubt"));
+        }
+        let retry_after = match e {
+            // Another provider may work where this one cannot work at all: fail over at once.
+            ProviderError::Permanent { .. } if e.is_provider_wide() => {
+                return match self.providers.has_alternative(job.channel, index) {
+                    true if (p.attempt as u32) < self.retry.max_attempts => {
+                        Next::After(Duration::ZERO)
+                    }
+                    _ => Next::Stop(DeliveryState::Failed, None),
+                };
+            }
+            ProviderError::Permanent { .. } => return Next::Stop(DeliveryState::Failed, None),
+            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            ProviderError::Transient { .. } => None,
+        };
+        // A Retry-After binds the provider that sent it; another provider may go sooner.
+        let retry_after =
+            retry_after.filter(|_| !self.providers.has_alternative(job.channel, index));
+        match self.retry.decide(
+            p.attempt as u32,
+            retry_after,
+            rand::random(),
+            Utc::now(),
+            job.expires_at,
+        ) {
+            Decision::RetryAfter(wait) => Next::After(wait),
+            Decision::Exhausted => Next::Stop(DeliveryState::Failed, None),
+            Decision::WouldExpire => Next::Stop(DeliveryState::Expired, Some("expired")),
         }
     }
 
-    fn observe_attempt(
+    /// Waits for a call slot on provider `index`, renewing the lease every attempt timeout.
+    /// `None` means the wait was long enough that the provider choice should be made again.
+    async fn reserve(
         &self,
-        provider: &Provider,
+        owner: Owner<'_>,
+        index: usize,
+    ) -> Result<Option<crate::providers::Reservation>, Halt> {
+        tokio::select! {
+            r = self.providers.reserve(index) => Ok(Some(r)),
+            _ = self.shutdown.cancelled() => Err(Halt::Interrupted),
+            _ = tokio::time::sleep(self.attempt_timeout) => {
+                self.hold(owner, Duration::ZERO).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews the lease over `wait` plus an attempt, then waits.
+    async fn hold(&self, owner: Owner<'_>, wait: Duration) -> Result<(), Halt> {
+        let lease = wait + self.attempt_timeout + super::LEASE_SLACK;
+        if !self
+            .persist(|| self.store.extend_lease(owner, lease))
+            .await?
+        {
+            return Err(Halt::LeaseLost);
+        }
+        self.sleep(wait).await
+    }
+
+    /// Records and counts a provider call whose outcome is unknown.
+    pub(super) async fn note_in_doubt(
+        &self,
         job: &Job,
-        result: &Result<Sent, ProviderError>,
-        started: Instant,
-    ) {
-        let result_label = match result {
+        attempt: i32,
+        provider: Option<&str>,
+        detail: &str,
+    ) -> Result<(), Halt> {
+        let channel = job.channel.as_str();
+        self.metrics
+            .in_doubt
+            .get_or_create(&ChannelLabels { channel })
+            .inc();
+        tracing::warn!(
+            attempt,
+            provider,
+            detail,
+            "a provider call's outcome is unknown: in doubt"
+        );
+        let id = job.challenge_id.as_str();
+        self.persist(|| self.store.record_in_doubt(id, attempt, provider, detail))
+            .await
+    }
+
+    fn observe_attempt(&self, provider: &str, job: &Job, attempted: &Attempted) {
+        let result = match &attempted.result {
             Ok(_) => "sent",
             Err(ProviderError::Transient { .. }) => "transient",
             Err(ProviderError::Permanent { .. }) => "permanent",
             Err(ProviderError::RateLimited { .. }) => "rate_limited",
         };
-        let (p, channel) = (provider.name(), job.channel.as_str());
-        self.metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                provider: p,
-                channel,
-                result: result_label,
-            })
-            .inc();
+        let channel = job.channel.as_str();
+        let provider = provider.to_string();
         self.metrics
             .provider_latency
             .get_or_create(&ProviderLabels {
-                provider: p,
+                provider: provider.clone(),
                 channel,
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(attempted.latency.as_secs_f64());
+        self.metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                provider,
+                channel,
+                result,
+            })
+            .inc();
     }
 
     /// Commits a terminal state, then publishes its event, then notes the event as published.
-    pub(super) async fn conclude(&self, job: &Job, f: Finish<'_>) -> Result<Outcome, Interrupted> {
-        let id = job.challenge_id.as_str();
-        self.persist(|| self.store.finish(id, &f)).await?;
+    pub(super) async fn conclude(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        f: Finish<'_>,
+    ) -> Result<Outcome, Halt> {
+        if !self.persist(|| self.store.finish(owner, &f)).await? {
+            // Taken over meanwhile, or this very commit went through but its answer was lost:
+            // either way the claim loop finds the recorded outcome and its event.
+            return Err(Halt::LeaseLost);
+        }
         self.metrics
             .jobs
             .get_or_create(&JobLabels {
@@ -193,13 +306,14 @@ impl Dispatcher {
         event.detail = f.detail;
         event.in_doubt = f.in_doubt;
         self.publish(&event).await?;
-        self.persist(|| self.store.mark_event_published(id)).await?;
+        self.persist(|| self.store.mark_event_published(owner.id))
+            .await?;
         Ok(Outcome::Finished(f.state))
     }
 }
 
 fn sent_finish<'a>(
-    provider: &'a Provider,
+    provider: &'a str,
     attempt: i32,
     sent: &'a Sent,
     latency_ms: u64,
@@ -208,7 +322,7 @@ fn sent_finish<'a>(
     Finish {
         state: DeliveryState::Sent,
         attempt,
-        provider: Some(provider.name()),
+        provider: Some(provider),
         provider_message_id: sent.provider_message_id.as_deref(),
         reason: None,
         detail: None,
@@ -220,7 +334,7 @@ fn sent_finish<'a>(
 
 /// The record of a failed attempt; `state` is Failed until the retry decision says otherwise.
 fn failure_finish<'a>(
-    provider: &'a Provider,
+    provider: &'a str,
     attempt: i32,
     e: &ProviderError,
     latency_ms: u64,
@@ -234,7 +348,7 @@ fn failure_finish<'a>(
     Finish {
         state: DeliveryState::Failed,
         attempt,
-        provider: Some(provider.name()),
+        provider: Some(provider),
         provider_message_id: None,
         reason: Some(reason),
         detail: None,

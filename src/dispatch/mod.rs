@@ -7,6 +7,7 @@
 //! only after this returns [`Disposition::Ack`].
 
 mod deliver;
+mod outage;
 
 use crate::config::{MessageSettings, Settings};
 use crate::domain::{DeliveryState, Job, Rejection};
@@ -16,10 +17,9 @@ use crate::metrics::{ChannelLabels, Metrics, ReasonLabels};
 use crate::providers::Providers;
 use crate::render::{self, Message};
 use crate::retry::RetryPolicy;
-use crate::store::{Claim, NewDelivery, Recorded, Rejected, Store, StoreError};
+use crate::store::{Claim, NewDelivery, Owner, Recorded, Rejected, Store};
 use chrono::Utc;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -54,12 +54,19 @@ pub struct Processed {
     pub disposition: Disposition,
 }
 
-/// The work was interrupted by shutdown or by a broker outage; the job must be left unacked.
-#[derive(Debug)]
-pub struct Interrupted;
+/// Why work on a job stopped short of an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// Shutdown, or the broker could not take an event: leave the message unacked.
+    Interrupted,
+    /// Another worker took the challenge over (this one stalled past its lease), or a commit's
+    /// answer was lost: claim again to find out where the challenge stands.
+    LeaseLost,
+}
 
-/// Extra lease time beyond an attempt's timeout, for the commits around it.
-const LEASE_SLACK: Duration = Duration::from_secs(5);
+/// Extra lease time beyond an attempt's timeout, for the commits around it. Short, because a
+/// crashed owner's redelivered jobs wait it out before they are taken over.
+const LEASE_SLACK: Duration = Duration::from_secs(2);
 
 pub struct Dispatcher {
     store: Store,
@@ -71,6 +78,8 @@ pub struct Dispatcher {
     app_name: String,
     messages: MessageSettings,
     attempt_timeout: Duration,
+    resend_in_doubt: bool,
+    store_gate: outage::StoreGate,
     shutdown: CancellationToken,
 }
 
@@ -94,6 +103,8 @@ impl Dispatcher {
             app_name: settings.app.name,
             messages: settings.messages,
             attempt_timeout: Duration::from_millis(settings.retry.attempt_timeout_ms),
+            resend_in_doubt: settings.delivery.resend_in_doubt,
+            store_gate: outage::StoreGate::default(),
             shutdown: parts.shutdown,
         }
     }
@@ -130,13 +141,11 @@ impl Dispatcher {
                 }
             };
             match self.process_valid(&job, &message).await {
-                Ok(outcome) => {
+                Some(outcome) => {
                     tracing::info!(?outcome, "job done");
                     Disposition::Ack(outcome)
                 }
-                Err(Interrupted) => {
-                    // Best effort: let the redelivered job be taken over without waiting out the lease.
-                    let _ = self.store.release(job.challenge_id.as_str()).await;
+                None => {
                     tracing::warn!("job interrupted; left unacked for redelivery");
                     Disposition::Abandon
                 }
@@ -182,7 +191,8 @@ impl Dispatcher {
         Disposition::DeadLetter(r)
     }
 
-    async fn process_valid(&self, job: &Job, message: &Message) -> Result<Outcome, Interrupted> {
+    /// Claims the challenge and works it to an outcome; `None` if interrupted.
+    async fn process_valid(&self, job: &Job, message: &Message) -> Option<Outcome> {
         let id = job.challenge_id.as_str();
         let hmac = self.store.destination_hmac(job.to.expose());
         let masked = job.to.masked();
@@ -196,45 +206,80 @@ impl Dispatcher {
             template: &job.template,
             expires_at: job.expires_at,
         };
-        match self.claim(&new).await? {
+        loop {
+            let owner = Owner {
+                id,
+                token: rand::random(),
+            };
+            let result = match self.claim(&new, owner.token).await {
+                Ok(claim) => self.work(job, message, &hmac, owner, claim).await,
+                Err(halt) => Err(halt),
+            };
+            match result {
+                Ok(outcome) => return Some(outcome),
+                Err(Halt::LeaseLost) => {
+                    tracing::info!("lost the lease on the challenge; claiming it again");
+                }
+                Err(Halt::Interrupted) => {
+                    // Best effort: let the redelivered job be taken over without waiting out
+                    // the lease. A call in flight keeps its mark, so it counts as in doubt.
+                    let _ = self.store.release(owner).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn work(
+        &self,
+        job: &Job,
+        message: &Message,
+        hmac: &[u8],
+        owner: Owner<'_>,
+        claim: Claim,
+    ) -> Result<Outcome, Halt> {
+        let progress = match claim {
             Claim::New => {
                 let event = self.event(job, DeliveryState::Received);
                 self.publish(&event).await?;
-                if let Some(outcome) = self.refuse_before_sending(job, &hmac).await? {
+                if let Some(outcome) = self.refuse_before_sending(job, owner, hmac).await? {
                     return Ok(outcome);
                 }
-                self.deliver(job, message, 0, false).await
-            }
-            Claim::TakenOver { attempt, in_doubt } => {
-                if in_doubt {
-                    self.metrics
-                        .in_doubt
-                        .get_or_create(&ChannelLabels {
-                            channel: job.channel.as_str(),
-                        })
-                        .inc();
-                    tracing::warn!(
-                        attempt,
-                        "taking over a challenge whose provider call was in flight: in doubt"
-                    );
+                deliver::Progress {
+                    attempt: 0,
+                    in_doubt: false,
+                    avoid: None,
                 }
-                self.deliver(job, message, attempt, in_doubt).await
             }
-            Claim::Done { state, row } => self.duplicate(job, state, &row).await,
+            Claim::TakenOver {
+                attempt,
+                call_in_flight,
+                doubted,
+            } => {
+                if call_in_flight {
+                    let detail = "taken over after the owner crashed during a provider call";
+                    self.note_in_doubt(job, attempt, None, detail).await?;
+                }
+                deliver::Progress {
+                    attempt,
+                    in_doubt: call_in_flight || doubted,
+                    avoid: None,
+                }
+            }
+            Claim::Done { state, row } => return self.duplicate(job, state, &row).await,
             // `claim` waits until the challenge is no longer busy, so this arm is never taken.
-            Claim::Busy { .. } => Err(Interrupted),
-        }
+            Claim::Busy { .. } => return Err(Halt::LeaseLost),
+        };
+        self.deliver(job, message, owner, progress).await
     }
 
     /// Claims the challenge, waiting while another worker holds a live lease on it: that worker
     /// will finish it (and this job then turns out a duplicate) or its lease runs out.
-    async fn claim(&self, new: &NewDelivery<'_>) -> Result<Claim, Interrupted> {
+    async fn claim(&self, new: &NewDelivery<'_>, token: i64) -> Result<Claim, Halt> {
+        let lease = self.attempt_timeout + LEASE_SLACK;
         let mut poll = Duration::from_millis(100);
         loop {
-            match self
-                .persist(|| self.store.claim(new, self.attempt_timeout + LEASE_SLACK))
-                .await?
-            {
+            match self.persist(|| self.store.claim(new, lease, token)).await? {
                 Claim::Busy { lease_until } => {
                     let until_lease = (lease_until - Utc::now()).to_std().unwrap_or_default();
                     let wait = poll.min(until_lease).max(Duration::from_millis(10));
@@ -250,12 +295,14 @@ impl Dispatcher {
     async fn refuse_before_sending(
         &self,
         job: &Job,
+        owner: Owner<'_>,
         hmac: &[u8],
-    ) -> Result<Option<Outcome>, Interrupted> {
+    ) -> Result<Option<Outcome>, Halt> {
         if !self.retry.may_start(Utc::now(), job.expires_at) {
             return self
                 .conclude(
                     job,
+                    owner,
                     deliver::terminal(
                         DeliveryState::Expired,
                         0,
@@ -271,6 +318,7 @@ impl Dispatcher {
             return self
                 .conclude(
                     job,
+                    owner,
                     deliver::terminal(DeliveryState::RateLimited, 0, limited.reason, &detail),
                 )
                 .await
@@ -286,7 +334,7 @@ impl Dispatcher {
         job: &Job,
         state: DeliveryState,
         row: &Recorded,
-    ) -> Result<Outcome, Interrupted> {
+    ) -> Result<Outcome, Halt> {
         tracing::info!(%state, "duplicate job for a finished challenge; not sent again");
         self.persist(|| self.store.record_duplicate(job.challenge_id.as_str()))
             .await?;
@@ -303,6 +351,7 @@ impl Dispatcher {
             event.provider_message_id = row.provider_message_id.as_deref();
             event.reason = row.reason.as_deref();
             event.detail = row.detail.as_deref();
+            event.in_doubt = row.in_doubt;
             self.publish(&event).await?;
             self.persist(|| self.store.mark_event_published(job.challenge_id.as_str()))
                 .await?;
@@ -317,37 +366,10 @@ impl Dispatcher {
         event
     }
 
-    async fn publish(&self, event: &StatusEvent<'_>) -> Result<(), Interrupted> {
+    async fn publish(&self, event: &StatusEvent<'_>) -> Result<(), Halt> {
         self.publisher.publish_event(event).await.map_err(|e| {
             tracing::warn!(error = %e, state = event.state, "could not publish a status event");
-            Interrupted
+            Halt::Interrupted
         })
-    }
-
-    /// Runs a store operation until it succeeds or shutdown begins. An outage therefore holds
-    /// the job (unacked) instead of failing it, and nothing is acked without a commit.
-    async fn persist<T, F, Fut>(&self, mut op: F) -> Result<T, Interrupted>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store operation failed")
-                }
-            }
-            self.sleep(delay).await?;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    async fn sleep(&self, d: Duration) -> Result<(), Interrupted> {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => Err(Interrupted),
-            _ = tokio::time::sleep(d) => Ok(()),
-        }
     }
 }

@@ -6,18 +6,21 @@
 //! contract, `match` makes every caller handle every provider, and no boxing or `async-trait`
 //! is needed. Adding a provider is one variant and one match arm in `send`.
 
+pub mod breaker;
+mod chain;
 mod log;
 mod smtp;
+pub mod throttle;
 pub mod twilio;
 
+pub use chain::{Attempted, Pick, Providers, Reservation};
 pub use log::LogProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;
 
-use crate::config::{ProviderKind, Settings};
-use crate::domain::{Channel, Destination};
+use crate::config::ProviderConfig;
+use crate::domain::Destination;
 use crate::render::Message;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A provider accepted the message.
@@ -32,11 +35,17 @@ pub struct Sent {
 /// How a failed attempt is classified. The dispatcher's retry decision depends only on this.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    /// Worth retrying: network errors, timeouts, 5xx, SMTP 4xx replies.
+    /// Worth retrying: network errors, timeouts, 5xx, SMTP 4xx replies. `in_doubt` when the
+    /// vendor may have accepted the message anyway (the answer, not the request, was lost).
     #[error("transient failure: {detail}")]
-    Transient { status: Option<u16>, detail: String },
+    Transient {
+        status: Option<u16>,
+        detail: String,
+        in_doubt: bool,
+    },
     /// Retrying will not help. `reason` is a stable code for the status event, such as
-    /// `invalid_destination` or `provider_permanent`.
+    /// `invalid_destination` (this destination only) or `provider_auth` (the whole provider:
+    /// see [`ProviderError::is_provider_wide`]).
     #[error("permanent failure ({reason}): {detail}")]
     Permanent {
         status: Option<u16>,
@@ -52,6 +61,14 @@ pub enum ProviderError {
     },
 }
 
+/// Permanent reasons that condemn the provider rather than the destination: bad credentials, a
+/// suspended account, a sender it cannot use, a channel it cannot carry.
+const PROVIDER_WIDE: [&str; 3] = [
+    "provider_auth",
+    "provider_account",
+    "provider_misconfigured",
+];
+
 impl ProviderError {
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -59,6 +76,16 @@ impl ProviderError {
             | ProviderError::Permanent { status, .. }
             | ProviderError::RateLimited { status, .. } => *status,
         }
+    }
+
+    /// A permanent error that every message through this provider would meet: fail over.
+    pub fn is_provider_wide(&self) -> bool {
+        matches!(self, ProviderError::Permanent { reason, .. } if PROVIDER_WIDE.contains(reason))
+    }
+
+    /// The vendor may have accepted the message although the call failed.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, ProviderError::Transient { in_doubt: true, .. })
     }
 }
 
@@ -69,14 +96,6 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Provider::Log(_) => "log",
-            Provider::Twilio(_) => "twilio",
-            Provider::Smtp(_) => "smtp",
-        }
-    }
-
     pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
         match self {
             Provider::Log(p) => Ok(p.send(to, message)),
@@ -86,51 +105,22 @@ impl Provider {
     }
 }
 
-/// The provider of each channel. Providers are built once and shared, so the Twilio client's
-/// connection pool serves both SMS and voice.
-pub struct Providers {
-    sms: Arc<Provider>,
-    voice: Arc<Provider>,
-    email: Arc<Provider>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("building the twilio client: {0}")]
     Twilio(String),
     #[error("building the smtp transport: {0}")]
     Smtp(String),
+    #[error("channels name an undeclared provider `{0}`")]
+    Unknown(String),
 }
 
-impl Providers {
-    pub fn from_settings(s: &Settings) -> Result<Providers, BuildError> {
-        let mut built: Vec<(ProviderKind, Arc<Provider>)> = Vec::new();
-        let mut get = |kind: ProviderKind| -> Result<Arc<Provider>, BuildError> {
-            if let Some((_, p)) = built.iter().find(|(k, _)| *k == kind) {
-                return Ok(p.clone());
-            }
-            let p = Arc::new(match kind {
-                ProviderKind::Log => Provider::Log(LogProvider),
-                ProviderKind::Twilio => {
-                    Provider::Twilio(Box::new(TwilioClient::new(&s.providers.twilio)?))
-                }
-                ProviderKind::Smtp => Provider::Smtp(SmtpProvider::new(&s.providers.smtp)?),
-            });
-            built.push((kind, p.clone()));
-            Ok(p)
-        };
-        Ok(Providers {
-            sms: get(s.channels.sms)?,
-            voice: get(s.channels.voice)?,
-            email: get(s.channels.email)?,
+impl Provider {
+    fn build(config: &ProviderConfig) -> Result<Provider, BuildError> {
+        Ok(match config {
+            ProviderConfig::Log(_) => Provider::Log(LogProvider),
+            ProviderConfig::Twilio(t) => Provider::Twilio(Box::new(TwilioClient::new(t)?)),
+            ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
         })
-    }
-
-    pub fn for_channel(&self, channel: Channel) -> &Provider {
-        match channel {
-            Channel::Sms => &self.sms,
-            Channel::Voice => &self.voice,
-            Channel::Email => &self.email,
-        }
     }
 }

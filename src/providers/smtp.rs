@@ -102,5 +102,10 @@ fn classify(e: &lettre::transport::smtp::Error) -> ProviderError {
             detail,
         };
     }
-    ProviderError::Transient { status, detail }
+    // A timeout may strike after the server took the message: the outcome is then unknown.
+    ProviderError::Transient {
+        status,
+        detail,
+        in_doubt: e.is_timeout(),
+    }
 }

@@ -26,6 +26,11 @@ pub struct TwilioClient {
 /// 21614 not a mobile number, 13224 invalid voice number.
 const INVALID_DESTINATION_CODES: [u64; 5] = [21211, 21214, 21217, 21614, 13224];
 
+/// Account-wide Twilio error codes: every message through this account will fail the same way,
+/// so otpd opens the breaker and fails over. 20003 authentication, 20005 and 10001 account not
+/// active, 21212 and 21606 the sender number is invalid or cannot send, 21608 trial account.
+const ACCOUNT_CODES: [u64; 6] = [20003, 20005, 10001, 21212, 21606, 21608];
+
 impl TwilioClient {
     pub fn new(s: &TwilioSettings) -> Result<TwilioClient, super::BuildError> {
         let err = |e: &dyn std::fmt::Display| super::BuildError::Twilio(e.to_string());
@@ -77,6 +82,9 @@ impl TwilioClient {
             .await
             .map_err(|e| ProviderError::Transient {
                 status: None,
+                // Twilio may have created the message before the answer was lost; a connect
+                // error, though, means the request never left.
+                in_doubt: e.is_timeout() && !e.is_connect(),
                 detail: request_error(e),
             })?;
         let status = response.status();
@@ -148,11 +156,13 @@ pub fn classify(
         return Err(ProviderError::Transient {
             status: code,
             detail,
+            in_doubt: false,
         });
     }
     let reason = match (status, twilio_code) {
         (_, Some(c)) if INVALID_DESTINATION_CODES.contains(&c) => "invalid_destination",
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => "provider_auth",
+        (_, Some(c)) if ACCOUNT_CODES.contains(&c) => "provider_account",
         _ => "provider_permanent",
     };
     Err(ProviderError::Permanent {
@@ -236,8 +246,18 @@ mod tests {
                 ..
             }
         ));
+        let sender = err(400, r#"{"code":21606}"#);
         assert!(matches!(
-            err(400, r#"{"code":21606}"#),
+            sender,
+            ProviderError::Permanent {
+                reason: "provider_account",
+                ..
+            }
+        ));
+        assert!(sender.is_provider_wide());
+        assert!(!invalid.is_provider_wide());
+        assert!(matches!(
+            err(400, r#"{"code":30007}"#),
             ProviderError::Permanent {
                 reason: "provider_permanent",
                 ..

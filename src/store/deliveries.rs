@@ -22,9 +22,14 @@ pub struct NewDelivery<'a> {
 pub enum Claim {
     /// First sight of this challenge: it is now `received` and ours.
     New,
-    /// An earlier owner's lease ran out before it finished. `in_doubt` when that owner had
-    /// started a provider call whose outcome was never recorded.
-    TakenOver { attempt: i32, in_doubt: bool },
+    /// An earlier owner's lease ran out before it finished. `call_in_flight` when that owner
+    /// had started a provider call whose outcome was never recorded (a new doubt, to record);
+    /// `doubted` when an in-doubt call was already recorded for this challenge.
+    TakenOver {
+        attempt: i32,
+        call_in_flight: bool,
+        doubted: bool,
+    },
     /// The challenge already reached a terminal state, recorded as `row`.
     Done { state: DeliveryState, row: Recorded },
     /// Another worker holds a live lease on it.
@@ -42,6 +47,8 @@ pub struct Recorded {
     pub detail: Option<String>,
     pub event_published: bool,
     pub lease_until: Option<DateTime<Utc>>,
+    /// Some provider call for this challenge was in doubt.
+    pub in_doubt: bool,
 }
 
 /// A terminal transition, with the provider attempt that led to it (if any).
@@ -64,30 +71,44 @@ pub struct Rejected<'a> {
     pub detail: &'a str,
 }
 
+/// The current owner of a challenge: its id and the token its claim drew.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub id: &'a str,
+    pub token: i64,
+}
+
 fn lease_secs(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
 
 impl Store {
     /// Records a new challenge, takes over an abandoned one, or reports who has it.
-    pub async fn claim(&self, d: &NewDelivery<'_>, lease: Duration) -> Result<Claim, StoreError> {
-        // The update branch fires only for an open challenge whose lease has run out, so at most
-        // one worker at a time owns a challenge, across instances.
+    /// `token` fences the lease: later writes by this owner name it, and apply only while no
+    /// one else has taken the challenge over.
+    pub async fn claim(
+        &self,
+        d: &NewDelivery<'_>,
+        lease: Duration,
+        token: i64,
+    ) -> Result<Claim, StoreError> {
         // The update branch fires only for an open challenge whose lease has run out, so at most
         // one worker at a time owns a challenge, across instances. The `received` audit event is
         // written in the same statement, only for a first sighting.
-        let row: Option<(i32, bool, bool)> = sqlx::query_as(
+        let row: Option<(i32, bool, bool, bool)> = sqlx::query_as(
             "WITH d AS (
                INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
-                                       locale, template, expires_at, state, lease_until)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9))
+                                       locale, template, expires_at, state, lease_until, lease_token)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9), $10)
                ON CONFLICT (challenge_id) DO UPDATE
-                  SET lease_until = EXCLUDED.lease_until, updated_at = now()
+                  SET lease_until = EXCLUDED.lease_until, lease_token = EXCLUDED.lease_token, updated_at = now()
                 WHERE deliveries.state IN ('received', 'sending') AND deliveries.lease_until < now()
-               RETURNING attempt, call_started_at IS NOT NULL AS in_doubt, (xmax = 0) AS inserted),
+               RETURNING attempt, call_started_at IS NOT NULL AS call_in_flight, (xmax = 0) AS inserted,
+                         EXISTS (SELECT 1 FROM delivery_events e
+                                  WHERE e.challenge_id = $1 AND e.kind = 'in_doubt') AS doubted),
              e AS (INSERT INTO delivery_events (challenge_id, kind, state)
                    SELECT $1, 'state', 'received' FROM d WHERE d.inserted)
-             SELECT attempt, in_doubt, inserted FROM d",
+             SELECT attempt, call_in_flight, inserted, doubted FROM d",
         )
         .bind(d.challenge_id)
         .bind(d.account_id)
@@ -98,19 +119,26 @@ impl Store {
         .bind(d.template)
         .bind(d.expires_at)
         .bind(lease_secs(lease))
+        .bind(token)
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some((_, _, true)) => Ok(Claim::New),
-            Some((attempt, in_doubt, false)) => Ok(Claim::TakenOver { attempt, in_doubt }),
+            Some((_, _, true, _)) => Ok(Claim::New),
+            Some((attempt, call_in_flight, false, doubted)) => Ok(Claim::TakenOver {
+                attempt,
+                call_in_flight,
+                doubted,
+            }),
             None => self.current(d.challenge_id).await,
         }
     }
 
     async fn current(&self, challenge_id: &str) -> Result<Claim, StoreError> {
         let row: Recorded = sqlx::query_as(
-            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until
-               FROM deliveries WHERE challenge_id = $1",
+            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until,
+                    EXISTS (SELECT 1 FROM delivery_events e
+                             WHERE e.challenge_id = d.challenge_id AND e.kind = 'in_doubt') AS in_doubt
+               FROM deliveries d WHERE challenge_id = $1",
         )
         .bind(challenge_id)
         .fetch_one(&self.pool)
@@ -129,45 +157,88 @@ impl Store {
 
     /// Marks the start of provider attempt `attempt` and extends the lease to cover it. After
     /// this commit, a crash leaves the challenge `sending`: its outcome is in doubt.
+    /// Returns false, changing nothing, if the lease was lost to another worker.
     pub async fn start_attempt(
         &self,
-        id: &str,
+        owner: Owner<'_>,
         attempt: i32,
         provider: &str,
         lease: Duration,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
             "WITH d AS (UPDATE deliveries
                            SET state = 'sending', attempt = $2, provider = $3, updated_at = now(), call_started_at = now(),
                                lease_until = now() + make_interval(secs => $4)
-                         WHERE challenge_id = $1 RETURNING challenge_id)
+                         WHERE challenge_id = $1 AND lease_token = $5 RETURNING challenge_id)
              INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
              SELECT challenge_id, 'state', 'sending', $2, $3 FROM d",
+        )
+        .bind(owner.id)
+        .bind(attempt)
+        .bind(provider)
+        .bind(lease_secs(lease))
+        .bind(owner.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Extends the lease while the owner waits (for a provider slot or an open breaker).
+    /// Returns false if the lease was lost.
+    pub async fn extend_lease(
+        &self,
+        owner: Owner<'_>,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
+              WHERE challenge_id = $1 AND lease_token = $2 AND state IN ('received', 'sending')",
+        )
+        .bind(owner.id)
+        .bind(owner.token)
+        .bind(lease_secs(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records that a provider call's outcome is unknown (see the migration's comment).
+    pub async fn record_in_doubt(
+        &self,
+        id: &str,
+        attempt: i32,
+        provider: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO delivery_events (challenge_id, kind, attempt, provider, detail, in_doubt)
+             VALUES ($1, 'in_doubt', $2, $3, $4, true)",
         )
         .bind(id)
         .bind(attempt)
         .bind(provider)
-        .bind(lease_secs(lease))
+        .bind(detail)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Records a failed attempt that will be retried, extending the lease over the wait.
+    /// Returns false if the lease was lost.
     pub async fn record_failed_attempt(
         &self,
-        id: &str,
+        owner: Owner<'_>,
         f: &Finish<'_>,
         lease: Duration,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
             "WITH d AS (UPDATE deliveries SET lease_until = now() + make_interval(secs => $8), updated_at = now(),
                                   call_started_at = NULL
-                         WHERE challenge_id = $1 RETURNING challenge_id)
+                         WHERE challenge_id = $1 AND lease_token = $9 RETURNING challenge_id)
              INSERT INTO delivery_events (challenge_id, kind, attempt, provider, response_status, latency_ms, reason, detail)
              SELECT challenge_id, 'attempt', $2, $3, $4, $5, $6, $7 FROM d",
         )
-        .bind(id)
+        .bind(owner.id)
         .bind(f.attempt)
         .bind(f.provider)
         .bind(f.response_status.map(i32::from))
@@ -175,24 +246,26 @@ impl Store {
         .bind(f.reason)
         .bind(f.detail)
         .bind(lease_secs(lease))
+        .bind(owner.token)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
-    /// Commits a terminal state and its audit event in one statement.
-    pub async fn finish(&self, id: &str, f: &Finish<'_>) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Commits a terminal state and its audit event in one statement. Returns false, changing
+    /// nothing, if the lease was lost (the new owner records the outcome).
+    pub async fn finish(&self, owner: Owner<'_>, f: &Finish<'_>) -> Result<bool, StoreError> {
+        let r = sqlx::query(
             "WITH d AS (UPDATE deliveries
                            SET state = $2, attempt = $3, provider = COALESCE($4, provider),
                                provider_message_id = $5, reason = $6, detail = $7,
-                               lease_until = NULL, call_started_at = NULL, updated_at = now()
-                         WHERE challenge_id = $1 RETURNING challenge_id)
+                               lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now()
+                         WHERE challenge_id = $1 AND lease_token = $11 RETURNING challenge_id)
              INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
                                           latency_ms, reason, detail, in_doubt)
              SELECT challenge_id, 'state', $2, $3, $4, $8, $9, $6, $7, $10 FROM d",
         )
-        .bind(id)
+        .bind(owner.id)
         .bind(f.state.as_str())
         .bind(f.attempt)
         .bind(f.provider)
@@ -202,9 +275,10 @@ impl Store {
         .bind(f.response_status.map(i32::from))
         .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
         .bind(f.in_doubt)
+        .bind(owner.token)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     /// Records a refused job. A new challenge gets a `rejected` row; an existing one keeps its
@@ -244,9 +318,10 @@ impl Store {
 
     /// Gives up ownership at shutdown so that the redelivered job is taken over at once. A call
     /// still in flight keeps its mark, so the taker treats that attempt as in doubt.
-    pub async fn release(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET lease_until = now() WHERE challenge_id = $1 AND state IN ('received', 'sending')")
-            .bind(id)
+    pub async fn release(&self, owner: Owner<'_>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET lease_until = now() WHERE challenge_id = $1 AND lease_token = $2 AND state IN ('received', 'sending')")
+            .bind(owner.id)
+            .bind(owner.token)
             .execute(&self.pool)
             .await?;
         Ok(())

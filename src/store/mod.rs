@@ -7,7 +7,7 @@
 
 mod deliveries;
 
-pub use deliveries::{Claim, Finish, NewDelivery, Recorded, Rejected};
+pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 
 use crate::config::{DatabaseSettings, Secret};
 use hmac::{Hmac, Mac};
@@ -24,6 +24,28 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected state `{0}` in the deliveries table")]
     BadState(String),
+}
+
+impl StoreError {
+    /// The database is unreachable (as opposed to refusing one statement): connection errors,
+    /// pool timeouts, and PostgreSQL's connection-exception and shutdown codes.
+    pub fn is_outage(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]

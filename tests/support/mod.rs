@@ -206,6 +206,16 @@ impl TestApp {
         &self.channel
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn state_of(&self, challenge_id: &str) -> (String, i32, Option<String>) {
         sqlx::query_as("SELECT state, attempt, reason FROM deliveries WHERE challenge_id = $1")
             .bind(challenge_id)

@@ -1,0 +1,248 @@
+//! The provider instances, each with its circuit breaker and adaptive concurrency, and the
+//! ordered failover chain of each channel.
+//!
+//! The dispatcher asks [`Providers::pick`] for a provider per attempt, [`Providers::reserve`]s
+//! a call slot (which may wait: this is where a stalled or rate-limited provider holds jobs
+//! back, without holding memory beyond the prefetch), then [`Providers::send`]s. The breaker
+//! and the throttle learn from every result here, so the dispatcher only decides what the
+//! result means for its job.
+
+use super::breaker::{Admit, Breaker, BreakerState};
+use super::throttle::{self, Throttle};
+use super::{BuildError, Provider, ProviderError, Sent};
+use crate::config::Settings;
+use crate::domain::{Channel, Destination};
+use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
+use crate::render::Message;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One configured provider instance.
+struct Slot {
+    name: String,
+    provider: Provider,
+    breaker: Mutex<Breaker>,
+    throttle: Arc<Throttle>,
+}
+
+/// Which provider the next attempt goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The index of the provider to call.
+    Use(usize),
+    /// Every provider of the chain has its breaker open: none before this instant.
+    WaitUntil(Instant),
+}
+
+/// A reserved call: a slot under the provider's limit and one under the global limit.
+pub struct Reservation {
+    index: usize,
+    _provider: throttle::Slot,
+    _global: Option<OwnedSemaphorePermit>,
+}
+
+/// The result of one provider call and how long it took.
+pub struct Attempted {
+    pub result: Result<Sent, ProviderError>,
+    pub latency: Duration,
+}
+
+pub struct Providers {
+    slots: Vec<Slot>,
+    /// Indexes into `slots`, per channel in `Channel::ALL` order.
+    chains: [Vec<usize>; 3],
+    in_flight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+fn channel_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Sms => 0,
+        Channel::Voice => 1,
+        Channel::Email => 2,
+    }
+}
+
+impl Providers {
+    /// Builds every provider a chain names (others are not built: a declared but unused
+    /// instance may be incomplete). Settings were validated, so the names resolve.
+    pub fn from_settings(s: &Settings, metrics: Arc<Metrics>) -> Result<Providers, BuildError> {
+        let open_for = Duration::from_millis(s.delivery.breaker_open_ms);
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut chains: [Vec<usize>; 3] = Default::default();
+        for channel in Channel::ALL {
+            for name in &s.channels.chain(channel).0 {
+                let index = match slots.iter().position(|slot| &slot.name == name) {
+                    Some(i) => i,
+                    None => {
+                        let config = s
+                            .providers
+                            .0
+                            .get(name)
+                            .ok_or_else(|| BuildError::Unknown(name.clone()))?;
+                        slots.push(Slot {
+                            name: name.clone(),
+                            provider: Provider::build(config)?,
+                            breaker: Mutex::new(Breaker::new(
+                                s.delivery.breaker_failures,
+                                open_for,
+                            )),
+                            throttle: Throttle::new(config.max_concurrency()),
+                        });
+                        slots.len() - 1
+                    }
+                };
+                chains[channel_index(channel)].push(index);
+            }
+        }
+        for slot in &slots {
+            metrics
+                .breaker_state
+                .get_or_create(&ProviderNameLabels {
+                    provider: slot.name.clone(),
+                })
+                .set(0);
+        }
+        Ok(Providers {
+            slots,
+            chains,
+            in_flight: Arc::new(Semaphore::new(s.delivery.max_in_flight as usize)),
+            metrics,
+        })
+    }
+
+    /// Whether the channel's chain has a provider other than `index` to fail over to.
+    pub fn has_alternative(&self, channel: Channel, index: usize) -> bool {
+        self.chains[channel_index(channel)]
+            .iter()
+            .any(|&i| i != index)
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.slots[index].name
+    }
+
+    /// Chooses the provider for the next attempt of a job on `channel`: the first in chain
+    /// order whose breaker admits a call, passing over `avoid` (the provider that failed this
+    /// job's previous attempt) while another is admitted.
+    pub fn pick(&self, channel: Channel, avoid: Option<usize>) -> Pick {
+        let chain = &self.chains[channel_index(channel)];
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        let preferred = chain.iter().filter(|&&i| Some(i) != avoid);
+        let last_resort = chain.iter().filter(|&&i| Some(i) == avoid);
+        for &index in preferred.chain(last_resort) {
+            match self.admit(index, now) {
+                Admit::Yes { .. } => return Pick::Use(index),
+                Admit::NotUntil(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            }
+        }
+        // A chain is never empty (validated), so `earliest` is set when nothing was admitted.
+        Pick::WaitUntil(earliest.unwrap_or(now))
+    }
+
+    fn admit(&self, index: usize, now: Instant) -> Admit {
+        let slot = &self.slots[index];
+        let admit = lock(&slot.breaker).admit(now);
+        if let Admit::Yes { probe: true } = admit {
+            tracing::info!(provider = %slot.name, "circuit breaker half-open: probing the provider");
+            self.gauge(slot, lock(&slot.breaker).state());
+        }
+        admit
+    }
+
+    /// Waits for a call slot on provider `index` and under the global in-flight limit.
+    /// Cancel-safe: dropping the future takes nothing.
+    pub async fn reserve(&self, index: usize) -> Reservation {
+        let slot = &self.slots[index];
+        let provider = slot.throttle.acquire().await;
+        // The semaphore is never closed, so this is always a permit; were it closed, the call
+        // would merely go unbounded, which is no reason to drop a delivery.
+        let global = Arc::clone(&self.in_flight).acquire_owned().await.ok();
+        Reservation {
+            index,
+            _provider: provider,
+            _global: global,
+        }
+    }
+
+    /// Makes the call, bounded by `timeout`, and lets the breaker and throttle learn from it.
+    pub async fn send(
+        &self,
+        reservation: Reservation,
+        to: &Destination,
+        message: &Message,
+        timeout: Duration,
+    ) -> Attempted {
+        let slot = &self.slots[reservation.index];
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, slot.provider.send(to, message)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Transient {
+                status: None,
+                detail: format!("no answer within {} ms", timeout.as_millis()),
+                in_doubt: true,
+            }),
+        };
+        let latency = started.elapsed();
+        drop(reservation);
+        self.learn(slot, &result);
+        Attempted { result, latency }
+    }
+
+    fn learn(&self, slot: &Slot, result: &Result<Sent, ProviderError>) {
+        let now = Instant::now();
+        let before = lock(&slot.breaker).state();
+        match result {
+            Ok(_) => {
+                slot.throttle.on_success();
+                lock(&slot.breaker).on_success();
+            }
+            Err(ProviderError::RateLimited { .. }) => {
+                // Alive but overloaded: slow down, do not fail over.
+                slot.throttle.on_rate_limited();
+                lock(&slot.breaker).on_success();
+            }
+            Err(ProviderError::Transient { .. }) => lock(&slot.breaker).on_failure(now),
+            Err(e @ ProviderError::Permanent { reason, .. }) if e.is_provider_wide() => {
+                tracing::error!(provider = %slot.name, reason, error = %e, "provider refuses every message: check its configuration and account; failing over");
+                self.metrics
+                    .provider_unusable
+                    .get_or_create(&ProviderReasonLabels {
+                        provider: slot.name.clone(),
+                        reason,
+                    })
+                    .inc();
+                lock(&slot.breaker).trip(now);
+            }
+            Err(ProviderError::Permanent { .. }) => lock(&slot.breaker).on_success(),
+        }
+        let after = lock(&slot.breaker).state();
+        if before.name() != after.name() {
+            match after {
+                BreakerState::Open { .. } => {
+                    tracing::warn!(provider = %slot.name, "circuit breaker opened: traffic goes to the next provider")
+                }
+                _ => {
+                    tracing::info!(provider = %slot.name, state = after.name(), "circuit breaker changed")
+                }
+            }
+            self.gauge(slot, after);
+        }
+    }
+
+    fn gauge(&self, slot: &Slot, state: BreakerState) {
+        self.metrics
+            .breaker_state
+            .get_or_create(&ProviderNameLabels {
+                provider: slot.name.clone(),
+            })
+            .set(state.gauge());
+    }
+}
+
+fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    // Breaker updates are single assignments; a panic elsewhere cannot leave it half-updated.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
