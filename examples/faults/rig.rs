@@ -1,0 +1,387 @@
+//! One scenario's rig: a fresh database and fresh AMQP names, the fake provider, the `otpd`
+//! binary as a child process (so it can be killed with SIGKILL), and the figures read back from
+//! PostgreSQL, RabbitMQ and the fake.
+
+use crate::fake::{Fake, SID_A, SID_B};
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use otpd::config::Settings;
+use sqlx::PgPool;
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub struct Rig {
+    pub suffix: String,
+    pub fake: Arc<Fake>,
+    pub db: PgPool,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    settings: Settings,
+    env: Vec<(String, String)>,
+    amqp: Option<(Connection, Channel)>,
+    child: Option<Child>,
+    pub starts: u32,
+}
+
+fn settings_for(suffix: &str) -> Settings {
+    let mut s = otpd::config::load(None).expect("the shipped defaults load");
+    s.amqp.jobs_exchange = format!("faults-{suffix}.jobs");
+    s.amqp.jobs_queue = format!("faults-{suffix}.jobs");
+    s.amqp.dead_letter_exchange = format!("faults-{suffix}.dlx");
+    s.amqp.dead_letter_queue = format!("faults-{suffix}.dead");
+    s.amqp.events_exchange = format!("faults-{suffix}.events");
+    s.database.url = format!("{PG}/otpd_faults_{suffix}").as_str().into();
+    s
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl Rig {
+    /// Sets up a scenario for `jobs` jobs; `extra` are `OTPD__…` settings for otpd (without the
+    /// prefix), layered over the suite's: limits off, SMS through provider `a`.
+    pub async fn new(label: &str, jobs: usize, extra: &[(&str, &str)]) -> Rig {
+        let suffix = format!("{label}-{:x}", std::process::id());
+        let fake = Fake::new(jobs);
+        let url = crate::fake::serve(fake.clone()).await;
+        let settings = settings_for(&suffix);
+        let http = free_port();
+        let s = &settings.amqp;
+        let mut env: Vec<(String, String)> = vec![
+            ("AMQP__JOBS_EXCHANGE".into(), s.jobs_exchange.clone()),
+            ("AMQP__JOBS_QUEUE".into(), s.jobs_queue.clone()),
+            (
+                "AMQP__DEAD_LETTER_EXCHANGE".into(),
+                s.dead_letter_exchange.clone(),
+            ),
+            (
+                "AMQP__DEAD_LETTER_QUEUE".into(),
+                s.dead_letter_queue.clone(),
+            ),
+            ("AMQP__EVENTS_EXCHANGE".into(), s.events_exchange.clone()),
+            ("AMQP__RECONNECT_MAX_DELAY_MS".into(), "2000".into()),
+            ("DATABASE__URL".into(), format!("{PG}/otpd_faults_{suffix}")),
+            ("HTTP__LISTEN".into(), http.to_string()),
+            ("LIMITS__ENABLED".into(), "false".into()),
+            ("CHANNELS__SMS".into(), "a".into()),
+            ("LOG__FILTER".into(), "info".into()),
+        ];
+        for (name, sid) in [("A", SID_A), ("B", SID_B)] {
+            for (key, value) in [
+                ("KIND", "twilio"),
+                ("BASE_URL", url.as_str()),
+                ("ACCOUNT_SID", sid),
+                ("AUTH_TOKEN", "fault-suite"),
+                ("SMS_FROM", "+15005550006"),
+            ] {
+                env.push((format!("PROVIDERS__{name}__{key}"), value.into()));
+            }
+        }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        otpd::store::Store::migrate(&settings.database)
+            .await
+            .expect("create the scenario's database");
+        let db = PgPool::connect(&format!("{PG}/otpd_faults_{suffix}"))
+            .await
+            .unwrap();
+        let log = std::env::temp_dir().join(format!("otpd-faults-{suffix}.log"));
+        File::create(&log).unwrap();
+        let mut rig = Rig {
+            suffix,
+            fake,
+            db,
+            http,
+            log,
+            settings,
+            env,
+            amqp: None,
+            child: None,
+            starts: 0,
+        };
+        rig.connect().await;
+        let ch = rig.channel();
+        otpd::amqp::declare_topology(ch, &rig.settings.amqp)
+            .await
+            .unwrap();
+        // A durable queue that collects every status event, so none is missed across a broker
+        // restart; it is read once the scenario is over.
+        let watch = rig.watch_queue();
+        ch.queue_declare(
+            watch.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            watch.as_str().into(),
+            rig.settings.amqp.events_exchange.as_str().into(),
+            "delivery.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        rig
+    }
+
+    pub fn watch_queue(&self) -> String {
+        format!("faults-{}.watch", self.suffix)
+    }
+
+    pub fn jobs_queue(&self) -> &str {
+        &self.settings.amqp.jobs_queue
+    }
+
+    pub fn dead_queue(&self) -> &str {
+        &self.settings.amqp.dead_letter_queue
+    }
+
+    /// (Re)opens the rig's own broker connection, with publisher confirms.
+    pub async fn connect(&mut self) {
+        let conn = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        self.amqp = Some((conn, ch));
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.amqp.as_ref().expect("connected").1
+    }
+
+    /// Publishes jobs `range` (persistent, confirmed) with codes valid for `ttl`; returns
+    /// their `expires_at` in Unix microseconds.
+    pub async fn publish(&self, range: Range<usize>, ttl: Duration) -> u64 {
+        let expires = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap();
+        self.publish_until(range, expires).await
+    }
+
+    /// Publishes jobs `range` with codes that expire at `expires`.
+    pub async fn publish_until(
+        &self,
+        range: Range<usize>,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> u64 {
+        let expires_s = expires.to_rfc3339();
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let ch = self.channel();
+        let mut pending = Vec::with_capacity(1000);
+        for i in range {
+            let body = job(i, &expires_s);
+            let confirm = ch
+                .basic_publish(
+                    self.settings.amqp.jobs_exchange.as_str().into(),
+                    "sms".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props.clone(),
+                )
+                .await
+                .unwrap();
+            pending.push(confirm);
+            if pending.len() == 1000 {
+                for c in pending.drain(..) {
+                    assert!(c.await.unwrap().is_ack(), "the broker confirms each job");
+                }
+            }
+        }
+        for c in pending {
+            assert!(c.await.unwrap().is_ack(), "the broker confirms each job");
+        }
+        expires.timestamp_micros() as u64
+    }
+
+    /// Starts otpd; its log is appended to `self.log`.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "otpd is already running");
+        let exe = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(|p| p.parent())
+            .unwrap()
+            .join("otpd");
+        let log = OpenOptions::new().append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(format!("OTPD__{k}"), v);
+        }
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!("run {}: {e} (cargo build --bin otpd first)", exe.display())
+        }));
+        self.starts += 1;
+    }
+
+    /// SIGKILL: no drain, no release, no goodbye to the broker or the database.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// SIGTERM, as systemd stops it; returns how long the drain took.
+    pub async fn stop(&mut self) -> Duration {
+        let t0 = Instant::now();
+        if let Some(mut child) = self.child.take() {
+            // No id: it has already exited.
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                child.kill().await.unwrap();
+            }
+        }
+        t0.elapsed()
+    }
+
+    /// otpd's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    }
+
+    /// Whether otpd exited by itself (it must not).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Challenges in a terminal state, and those whose terminal event is confirmed.
+    pub async fn finished(&self) -> Option<(i64, i64)> {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state IN ('sent','failed','expired','rate_limited','rejected')),
+                    count(*) FILTER (WHERE state IN ('sent','failed','expired','rate_limited','rejected') AND event_published)
+               FROM deliveries",
+        )
+        .fetch_one(&self.db)
+        .await
+        .ok()
+    }
+
+    /// Waits (polling, bounded by `limit`) until `n` challenges are finished with their events
+    /// confirmed and the jobs queue is empty, i.e. every copy was acked.
+    pub async fn wait_done(&mut self, n: i64, limit: Duration) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(status) = self.exited() {
+                return Err(format!("otpd exited by itself: {status}"));
+            }
+            let done = matches!(self.finished().await, Some((_, p)) if p >= n);
+            if done && queue_depth(self.jobs_queue()).await == Some(0) {
+                return Ok(t0.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let finished = self.finished().await;
+        Err(format!(
+            "not done after {limit:?}: finished/confirmed {finished:?} of {n}"
+        ))
+    }
+
+    /// Waits until at least `n` challenges are finished.
+    pub async fn wait_finished(&self, n: i64, limit: Duration) -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if matches!(self.finished().await, Some((f, _)) if f >= n) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("fewer than {n} finished after {limit:?}"))
+    }
+
+    /// `/readyz`: status code and body, or None if otpd does not answer.
+    pub async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
+        let r = reqwest::get(format!("http://{}/readyz", self.http))
+            .await
+            .ok()?;
+        Some((r.status().as_u16(), r.json().await.ok()?))
+    }
+
+    /// Deletes the scenario's queues, exchanges and database.
+    pub async fn cleanup(mut self) {
+        self.stop().await;
+        let ch = self.channel();
+        let _ = otpd::amqp::delete_topology(ch, &self.settings.amqp).await;
+        let _ = ch
+            .queue_delete(
+                self.watch_queue().as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        self.db.close().await;
+        if let Ok(admin) = PgPool::connect(&format!("{PG}/test")).await {
+            let drop = format!(
+                "DROP DATABASE IF EXISTS \"otpd_faults_{}\" WITH (FORCE)",
+                self.suffix
+            );
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Messages in a queue, ready and unacknowledged together (`rabbitmqctl`, since AMQP's passive
+/// declare counts only the ready ones).
+pub async fn queue_depth(queue: &str) -> Option<u64> {
+    queue_stat(queue, "messages").await
+}
+
+/// One `rabbitmqctl list_queues` column of one queue.
+pub async fn queue_stat(queue: &str, column: &str) -> Option<u64> {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--no-table-headers", "name", column])
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next()? == queue).then(|| cols.next()?.parse().ok())?
+    })
+}
+
+/// Job `i`: its code is its index, so the fake counts sends per challenge; destinations and
+/// accounts are distinct.
+pub fn job(i: usize, expires: &str) -> Vec<u8> {
+    let to = format!("+1415{:07}", 2_000_000 + i);
+    format!(
+        r#"{{"version":1,"challenge_id":"f-{i}","account_id":"a-{i}","channel":"sms","to":"{to}","code":"{i:08}","expires_at":"{expires}"}}"#
+    )
+    .into_bytes()
+}
