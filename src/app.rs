@@ -124,16 +124,11 @@ impl App {
             }
         });
         let dispatcher = self.dispatcher.clone();
-        let shrink_shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = shrink_shutdown.cancelled() => return,
-                    _ = every.tick() => dispatcher.limiter().shrink(),
-                }
-            }
-        });
+        let token = shutdown.clone();
+        tracker.spawn(async move { dispatcher.housekeeping(token).await });
+        let dispatcher = self.dispatcher.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move { dispatcher.watch_conversion(token).await });
         tracker.spawn(self.intake.clone().run(shutdown.clone()));
         shutdown.cancelled().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

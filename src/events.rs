@@ -29,6 +29,10 @@ pub struct StatusEvent<'a> {
     pub provider_message_id: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub detail: Option<&'a str>,
+    /// For `rate_limited`: the limit rule that refused the job, and the seconds until it
+    /// would have been allowed.
+    pub rule: Option<&'a str>,
+    pub retry_after_secs: Option<u64>,
     pub in_doubt: bool,
     pub metadata: &'a BTreeMap<String, String>,
     pub at: DateTime<Utc>,
@@ -53,11 +57,31 @@ impl<'a> StatusEvent<'a> {
             provider_message_id: None,
             reason: None,
             detail: None,
+            rule: None,
+            retry_after_secs: None,
             in_doubt: false,
             metadata,
             at: Utc::now(),
         }
     }
+}
+
+/// An abuse alert on `otpd.events` (routing key `alert.prefix_flagged`): a number range whose
+/// conversion fell below the threshold.
+#[derive(Debug, Serialize)]
+pub struct PrefixFlagged<'a> {
+    pub version: u8,
+    pub event: &'static str,
+    /// `+` and the range's leading digits, country code included.
+    pub prefix: String,
+    pub country: Option<&'a str>,
+    /// "shadow" (announced only) or "enforce" (no codes sent to it until `until`).
+    pub mode: &'static str,
+    pub sent: i64,
+    pub verified: i64,
+    pub conversion: f64,
+    pub until: DateTime<Utc>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +147,18 @@ impl Publisher {
             routing_key.into(),
             &body,
             props,
+        )
+        .await
+    }
+
+    pub async fn publish_alert(&self, alert: &PrefixFlagged<'_>) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(alert)?;
+        let routing_key = format!("alert.{}", alert.event);
+        self.publish(
+            self.events_exchange.clone(),
+            routing_key.into(),
+            &body,
+            persistent_json(),
         )
         .await
     }

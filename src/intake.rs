@@ -8,7 +8,7 @@
 
 use crate::amqp;
 use crate::config::AmqpSettings;
-use crate::dispatch::{Dispatcher, Disposition, Outcome};
+use crate::dispatch::{Dispatcher, Disposition, Inbound, Outcome, SIGNATURE_HEADER};
 use crate::domain::RejectReason;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
@@ -16,7 +16,7 @@ use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
@@ -193,7 +193,13 @@ impl Intake {
         shutdown: &CancellationToken,
     ) {
         self.metrics.in_flight.inc();
-        let processed = self.dispatcher.process(&delivery.data).await;
+        let signature = header_str(&delivery.properties, SIGNATURE_HEADER);
+        let inbound = Inbound {
+            body: &delivery.data,
+            signature: signature.as_deref(),
+            kind: delivery.properties.kind().as_ref().map(|k| k.as_str()),
+        };
+        let processed = self.dispatcher.process(inbound).await;
         let handled = match processed.disposition {
             Disposition::Ack(outcome) => {
                 ack(&delivery).await;
@@ -226,6 +232,16 @@ impl Intake {
             challenge_id: processed.challenge_id,
             handled,
         });
+    }
+}
+
+/// A string header of the message, if present and a string.
+fn header_str(props: &lapin::BasicProperties, name: &str) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
     }
 }
 

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
@@ -49,6 +50,32 @@ pub struct ChannelLabels {
     pub channel: &'static str,
 }
 
+/// Rule names come from the configuration, a closed set at run time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub channel: &'static str,
+    pub reason: &'static str,
+    pub rule: String,
+}
+
+/// Countries are ISO 3166 codes (about 250) or "none" for email.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpendLabels {
+    pub channel: &'static str,
+    pub country: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignatureLabels {
+    pub reason: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// otpd_jobs_total{channel,state}: jobs that reached a terminal state.
@@ -73,6 +100,18 @@ pub struct Metrics {
     pub provider_latency: Family<ProviderLabels, Histogram>,
     /// otpd_jobs_in_flight: deliveries being processed by this instance.
     pub in_flight: Gauge,
+    /// otpd_limited_total{channel,reason,rule}: jobs refused by a limit, budget, geo
+    /// permission or conversion block.
+    pub limited: Family<LimitLabels, Counter>,
+    /// otpd_spend_total{channel,country}: the configured price of every message sent.
+    pub spend: Family<SpendLabels, Counter<f64, AtomicU64>>,
+    /// otpd_signature_failures_total{reason,mode}: jobs whose signature was missing, forged
+    /// or stale (dead-lettered in require mode, only counted in warn mode).
+    pub signature_failures: Family<SignatureLabels, Counter>,
+    /// otpd_verified_total: `verified` feedback messages for known challenges.
+    pub verified: Counter,
+    /// otpd_prefixes_flagged_total{mode}: number ranges flagged for low conversion.
+    pub prefixes_flagged: Family<ModeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -141,8 +180,43 @@ impl Metrics {
             "Deliveries being processed by this instance",
             in_flight.clone(),
         );
+        let limited = Family::default();
+        let spend = Family::default();
+        let signature_failures = Family::default();
+        let verified = Counter::default();
+        let prefixes_flagged = Family::default();
+        registry.register(
+            "limited",
+            "Jobs refused by a limit, budget, geo permission or conversion block",
+            limited.clone(),
+        );
+        registry.register(
+            "spend",
+            "Configured price of the messages sent, in the budget's currency",
+            spend.clone(),
+        );
+        registry.register(
+            "signature_failures",
+            "Jobs with a missing, forged or stale signature",
+            signature_failures.clone(),
+        );
+        registry.register(
+            "verified",
+            "Verified feedback for known challenges",
+            verified.clone(),
+        );
+        registry.register(
+            "prefixes_flagged",
+            "Number ranges flagged for low conversion",
+            prefixes_flagged.clone(),
+        );
         Metrics {
             registry,
+            limited,
+            spend,
+            signature_failures,
+            verified,
+            prefixes_flagged,
             jobs,
             rejected,
             duplicates,

@@ -18,7 +18,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -86,17 +86,9 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
             "must be at least 16 bytes",
         ));
     }
-    for (key, rate) in [
-        ("limits.phone", s.limits.phone),
-        ("limits.account", s.limits.account),
-    ] {
-        if rate.burst == 0 || rate.period_secs == 0 {
-            return Err(invalid(
-                key,
-                "burst and period_secs must both be at least 1",
-            ));
-        }
-    }
+    super::limits::validate_rules(&s.limits)?;
+    super::limits::validate_budget(&s.budget)?;
+    super::limits::validate_abuse(&s.geo, &s.signing, &s.conversion)?;
     validate_retry(s)?;
     validate_messages(s)?;
     validate_delivery(s)?;
@@ -327,6 +319,36 @@ mod tests {
         ] {
             let err = with(toml).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(says), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_limit_or_abuse_setting_names_its_key() {
+        for (toml, key) in [
+            (
+                "[limits.rules.x]\nscope = \"prefix\"\nburst = 1\nperiod_secs = 1\n",
+                "limits.rules.x.prefix_digits",
+            ),
+            (
+                "[limits.rules.x]\nscope = \"global\"\n",
+                "limits.rules.x.burst",
+            ),
+            (
+                "[limits.rules.x]\nscope = \"ip\"\nper_day = 1\nchannels = \"sms, fax\"\n",
+                "limits.rules.x.channels",
+            ),
+            ("[budget.prices.sms]\nGB = -1.0\n", "budget.prices.sms.GB"),
+            ("[geo]\nsms = { deny = [\"France\"] }\n", "geo.sms.deny"),
+            (
+                "[geo]\ndeny_number_types = [\"premium\"]\n",
+                "geo.deny_number_types",
+            ),
+            ("[signing]\nmode = \"require\"\n", "signing.keys"),
+            ("[signing.keys]\nk1 = \"short\"\n", "signing.keys.k1"),
+            ("[conversion]\nthreshold = 2.0\n", "conversion.threshold"),
+        ] {
+            let err = with(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
         }
     }
 

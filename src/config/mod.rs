@@ -3,10 +3,15 @@
 //! environment variables; the result is deserialised into [`Settings`] and validated once, so
 //! the rest of the daemon never sees a raw string where a typed value belongs.
 
+mod limits;
 mod load;
 mod providers;
 mod secret;
 
+pub use limits::{
+    BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
+    RuleSettings, Scope, SigningMode, SigningSettings, StringList,
+};
 pub use load::{ConfigError, DEFAULT_TOML, load};
 pub use providers::{
     Chain, ChannelSettings, ProviderConfig, ProviderSettings, SmtpSettings, SmtpTls, TwilioSettings,
@@ -27,6 +32,10 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub limits: LimitSettings,
+    pub budget: BudgetSettings,
+    pub geo: GeoSettings,
+    pub signing: SigningSettings,
+    pub conversion: ConversionSettings,
     pub retry: RetrySettings,
     pub delivery: DeliverySettings,
     pub channels: ChannelSettings,
@@ -97,22 +106,6 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub filter: String,
-}
-
-/// A rate with a burst: `burst` codes at once, refilled evenly over `period_secs`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    pub burst: u32,
-    pub period_secs: u64,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    pub enabled: bool,
-    pub phone: Rate,
-    pub account: Rate,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -49,6 +49,16 @@ impl ProviderConfig {
             ProviderConfig::Smtp(s) => s.max_concurrency,
         }
     }
+
+    /// Calls per second this provider may start (0: unpaced). Vendors cap throughput per
+    /// sender (Twilio: 1/s for a long code, 100/s for a short code) and answer 429 past it.
+    pub fn max_per_second(&self) -> u32 {
+        match self {
+            ProviderConfig::Log(s) => s.max_per_second,
+            ProviderConfig::Twilio(s) => s.max_per_second,
+            ProviderConfig::Smtp(s) => s.max_per_second,
+        }
+    }
 }
 
 /// Every provider instance by name. Deserialised by hand so that an error names the entry
@@ -191,12 +201,14 @@ impl ChannelSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     pub max_concurrency: u32,
+    pub max_per_second: u32,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             max_concurrency: 64,
+            max_per_second: 0,
         }
     }
 }
@@ -213,6 +225,7 @@ pub struct TwilioSettings {
     pub voice_from: String,
     pub timeout_ms: u64,
     pub max_concurrency: u32,
+    pub max_per_second: u32,
 }
 
 impl Default for TwilioSettings {
@@ -225,6 +238,7 @@ impl Default for TwilioSettings {
             voice_from: String::new(),
             timeout_ms: 10_000,
             max_concurrency: 32,
+            max_per_second: 0,
         }
     }
 }
@@ -252,6 +266,7 @@ pub struct SmtpSettings {
     pub pool_max_size: u32,
     pub timeout_ms: u64,
     pub max_concurrency: u32,
+    pub max_per_second: u32,
 }
 
 impl Default for SmtpSettings {
@@ -266,6 +281,7 @@ impl Default for SmtpSettings {
             pool_max_size: 8,
             timeout_ms: 10_000,
             max_concurrency: 8,
+            max_per_second: 0,
         }
     }
 }

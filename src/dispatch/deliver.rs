@@ -3,7 +3,7 @@
 
 use super::{Dispatcher, Halt, Outcome};
 use crate::domain::{DeliveryState, Job};
-use crate::metrics::{AttemptLabels, ChannelLabels, JobLabels, ProviderLabels};
+use crate::metrics::{AttemptLabels, ChannelLabels, JobLabels, ProviderLabels, SpendLabels};
 use crate::providers::{Attempted, Pick, ProviderError, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
@@ -28,6 +28,8 @@ pub(super) fn terminal<'a>(
         response_status: None,
         latency_ms: None,
         in_doubt: false,
+        rule: None,
+        retry_at: None,
     }
 }
 
@@ -298,17 +300,39 @@ impl Dispatcher {
                 state: f.state.as_str(),
             })
             .inc();
+        if f.state == DeliveryState::Sent {
+            self.count_spend(job);
+        }
         let mut event = self.event(job, f.state);
         event.attempt = f.attempt;
         event.provider = f.provider;
         event.provider_message_id = f.provider_message_id;
         event.reason = f.reason;
         event.detail = f.detail;
+        event.rule = f.rule;
+        event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
         event.in_doubt = f.in_doubt;
         self.publish(&event).await?;
         self.persist(|| self.store.mark_event_published(owner.id))
             .await?;
         Ok(Outcome::Finished(f.state))
+    }
+}
+
+impl Dispatcher {
+    /// Adds the configured price of a sent message to `otpd_spend_total`.
+    fn count_spend(&self, job: &Job) {
+        let country = super::admit::phone(job).map(|p| p.country());
+        let price = self.limits.price(job.channel, country);
+        if price > 0 {
+            self.metrics
+                .spend
+                .get_or_create(&SpendLabels {
+                    channel: job.channel.as_str(),
+                    country: country.unwrap_or("none").to_string(),
+                })
+                .inc_by(price as f64 / 1_000_000.0);
+        }
     }
 }
 
@@ -329,6 +353,8 @@ fn sent_finish<'a>(
         response_status: sent.status,
         latency_ms: Some(latency_ms),
         in_doubt,
+        rule: None,
+        retry_at: None,
     }
 }
 
@@ -355,5 +381,7 @@ fn failure_finish<'a>(
         response_status: e.status(),
         latency_ms: Some(latency_ms),
         in_doubt,
+        rule: None,
+        retry_at: None,
     }
 }

@@ -6,13 +6,20 @@
 //! Every step that must survive a crash is committed before the next begins, and intake acks
 //! only after this returns [`Disposition::Ack`].
 
+mod admit;
+mod conversion;
 mod deliver;
+mod inbound;
 mod outage;
 
-use crate::config::{MessageSettings, Settings};
+pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
+pub use inbound::{Inbound, VERIFIED_TYPE};
+
+use crate::config::{ConversionSettings, MessageSettings, Settings};
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
-use crate::limits::Limiter;
+use crate::limits::Limits;
+use crate::limits::signing::Verifier;
 use crate::metrics::{ChannelLabels, Metrics, ReasonLabels};
 use crate::providers::Providers;
 use crate::render::{self, Message};
@@ -44,6 +51,8 @@ pub enum Outcome {
     Finished(DeliveryState),
     /// The challenge had already finished in this state; nothing was sent.
     Duplicate(DeliveryState),
+    /// A `verified` feedback message was recorded.
+    Verified,
 }
 
 /// The result of processing one message: the challenge it named (when readable) and what to
@@ -72,11 +81,13 @@ pub struct Dispatcher {
     store: Store,
     publisher: Arc<Publisher>,
     providers: Providers,
-    limiter: Limiter,
+    limits: Limits,
+    signing: Verifier,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
     app_name: String,
     messages: MessageSettings,
+    conversion: ConversionSettings,
     attempt_timeout: Duration,
     resend_in_doubt: bool,
     store_gate: outage::StoreGate,
@@ -97,11 +108,13 @@ impl Dispatcher {
             store: parts.store,
             publisher: parts.publisher,
             providers: parts.providers,
-            limiter: Limiter::new(&settings.limits),
+            limits: Limits::new(&settings),
+            signing: Verifier::new(&settings.signing),
             retry: RetryPolicy::from_settings(&settings.retry),
             metrics: parts.metrics,
             app_name: settings.app.name,
             messages: settings.messages,
+            conversion: settings.conversion.clone(),
             attempt_timeout: Duration::from_millis(settings.retry.attempt_timeout_ms),
             resend_in_doubt: settings.delivery.resend_in_doubt,
             store_gate: outage::StoreGate::default(),
@@ -109,13 +122,19 @@ impl Dispatcher {
         }
     }
 
-    pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
-    /// Processes one message body. Never panics on input; every path ends in a disposition.
-    pub async fn process(&self, body: &[u8]) -> Processed {
-        let job = match Job::parse(body) {
+    /// Processes one message. Never panics on input; every path ends in a disposition.
+    pub async fn process(&self, m: Inbound<'_>) -> Processed {
+        if let Some(refused) = self.refuse_unsigned(&m).await {
+            return refused;
+        }
+        if m.kind == Some(inbound::VERIFIED_TYPE) {
+            return self.verified(m.body).await;
+        }
+        let job = match Job::parse(m.body) {
             Ok(job) => job,
             Err(rejection) => {
                 let challenge_id = rejection.challenge_id.as_ref().map(|c| c.to_string());
@@ -205,6 +224,8 @@ impl Dispatcher {
             locale: job.locale.as_deref(),
             template: &job.template,
             expires_at: job.expires_at,
+            country: admit::phone(job).map(|p| p.country()),
+            prefix: admit::phone(job).map(|p| self.limits.conversion_prefix(p)),
         };
         loop {
             let owner = Owner {
@@ -239,9 +260,18 @@ impl Dispatcher {
         claim: Claim,
     ) -> Result<Outcome, Halt> {
         let progress = match claim {
-            Claim::New => {
-                let event = self.event(job, DeliveryState::Received);
-                self.publish(&event).await?;
+            // A new challenge, or one whose owner crashed before its admission committed
+            // (nothing was counted or sent): admission runs now.
+            first @ (Claim::New
+            | Claim::TakenOver {
+                attempt: 0,
+                admitted: false,
+                ..
+            }) => {
+                if first == Claim::New {
+                    self.publish(&self.event(job, DeliveryState::Received))
+                        .await?;
+                }
                 if let Some(outcome) = self.refuse_before_sending(job, owner, hmac).await? {
                     return Ok(outcome);
                 }
@@ -255,6 +285,7 @@ impl Dispatcher {
                 attempt,
                 call_in_flight,
                 doubted,
+                ..
             } => {
                 if call_in_flight {
                     let detail = "taken over after the owner crashed during a provider call";
@@ -291,42 +322,6 @@ impl Dispatcher {
         }
     }
 
-    /// Expiry and limits, checked once for a new challenge. Returns the outcome if refused.
-    async fn refuse_before_sending(
-        &self,
-        job: &Job,
-        owner: Owner<'_>,
-        hmac: &[u8],
-    ) -> Result<Option<Outcome>, Halt> {
-        if !self.retry.may_start(Utc::now(), job.expires_at) {
-            return self
-                .conclude(
-                    job,
-                    owner,
-                    deliver::terminal(
-                        DeliveryState::Expired,
-                        0,
-                        "expired",
-                        "the code expired, or would before it could be delivered",
-                    ),
-                )
-                .await
-                .map(Some);
-        }
-        if let Err(limited) = self.limiter.check(&job.to, hmac, &job.account_id) {
-            let detail = format!("retry after {} s", limited.retry_after.as_secs().max(1));
-            return self
-                .conclude(
-                    job,
-                    owner,
-                    deliver::terminal(DeliveryState::RateLimited, 0, limited.reason, &detail),
-                )
-                .await
-                .map(Some);
-        }
-        Ok(None)
-    }
-
     /// A job for a challenge that already finished: never sent again. If its terminal event
     /// was never confirmed (a crash between commit and publish), it is published now.
     async fn duplicate(
@@ -351,6 +346,8 @@ impl Dispatcher {
             event.provider_message_id = row.provider_message_id.as_deref();
             event.reason = row.reason.as_deref();
             event.detail = row.detail.as_deref();
+            event.rule = row.rule.as_deref();
+            event.retry_after_secs = row.retry_at.map(retry_after_secs);
             event.in_doubt = row.in_doubt;
             self.publish(&event).await?;
             self.persist(|| self.store.mark_event_published(job.challenge_id.as_str()))
@@ -372,4 +369,10 @@ impl Dispatcher {
             Halt::Interrupted
         })
     }
+}
+
+/// Whole seconds from now until `at`, rounded up (0 once it has passed).
+fn retry_after_secs(at: chrono::DateTime<Utc>) -> u64 {
+    let ms = (at - Utc::now()).num_milliseconds().max(0) as u64;
+    ms.div_ceil(1000)
 }

@@ -68,6 +68,10 @@ pub enum RejectReason {
     UnknownTemplate,
     InvalidClientIp,
     InvalidMetadata,
+    Unsigned,
+    BadSignature,
+    SignatureExpired,
+    InvalidFeedback,
 }
 
 impl RejectReason {
@@ -90,6 +94,10 @@ impl RejectReason {
             RejectReason::UnknownTemplate => "unknown_template",
             RejectReason::InvalidClientIp => "invalid_client_ip",
             RejectReason::InvalidMetadata => "invalid_metadata",
+            RejectReason::Unsigned => "unsigned",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::SignatureExpired => "signature_expired",
+            RejectReason::InvalidFeedback => "invalid_feedback",
         }
     }
 }
@@ -104,7 +112,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
         Rejection {
             reason,
             detail: detail.into(),

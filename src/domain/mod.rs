@@ -49,7 +49,13 @@ impl fmt::Display for Channel {
 /// A validated E.164 phone number. Parsing goes through the `phonenumber` crate so that numbers
 /// that cannot exist (wrong length for the country, unassigned ranges) are refused at intake.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PhoneNumber(String);
+pub struct PhoneNumber {
+    e164: String,
+    /// ISO 3166 alpha-2 region ("GB"), or "001" for non-geographic numbers.
+    country: String,
+    /// phonenumber's classification, snake_case ("mobile", "premium_rate", …).
+    number_type: &'static str,
+}
 
 impl PhoneNumber {
     pub fn parse(raw: &str) -> Result<PhoneNumber, String> {
@@ -67,18 +73,63 @@ impl PhoneNumber {
                 "phone numbers must be in canonical E.164 form (digits only after +)".into(),
             );
         }
-        Ok(PhoneNumber(e164))
+        let country = parsed
+            .country()
+            .id()
+            .map_or_else(|| "001".to_string(), |id| id.as_ref().to_string());
+        let number_type = type_name(parsed.number_type(&phonenumber::metadata::DATABASE));
+        Ok(PhoneNumber {
+            e164,
+            country,
+            number_type,
+        })
     }
 
     pub fn as_e164(&self) -> &str {
-        &self.0
+        &self.e164
+    }
+
+    pub fn country(&self) -> &str {
+        &self.country
+    }
+
+    pub fn number_type(&self) -> &'static str {
+        self.number_type
+    }
+
+    /// The first `n` digits after the `+` (the country code included): a number range.
+    pub fn prefix(&self, n: usize) -> &str {
+        let digits = &self.e164[1..];
+        &digits[..n.min(digits.len())]
     }
 }
 
-/// Debug never shows the whole number, so a stray `{:?}` cannot leak it into a log.
+fn type_name(t: phonenumber::Type) -> &'static str {
+    use phonenumber::Type as T;
+    match t {
+        T::FixedLine => "fixed_line",
+        T::Mobile => "mobile",
+        T::FixedLineOrMobile => "fixed_line_or_mobile",
+        T::TollFree => "toll_free",
+        T::PremiumRate => "premium_rate",
+        T::SharedCost => "shared_cost",
+        T::PersonalNumber => "personal_number",
+        T::Voip => "voip",
+        T::Pager => "pager",
+        T::Uan => "uan",
+        T::Emergency => "emergency",
+        T::Voicemail => "voicemail",
+        T::ShortCode => "short_code",
+        T::StandardRate => "standard_rate",
+        T::Carrier => "carrier",
+        T::NoInternational => "no_international",
+        T::Unknown => "unknown",
+    }
+}
+
 impl fmt::Debug for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PhoneNumber({})", mask_phone(&self.0))
+        write!(f, "PhoneNumber({})", mask_phone(&self.e164))
     }
 }
 

@@ -14,6 +14,8 @@ use crate::config::Settings;
 use crate::domain::{Channel, Destination};
 use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
 use crate::render::Message;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +26,9 @@ struct Slot {
     provider: Provider,
     breaker: Mutex<Breaker>,
     throttle: Arc<Throttle>,
+    /// `max_per_second`, in process: the vendor's cap is per sender, not per otpd cluster,
+    /// but one instance per sender is the common case and 429s still slow any excess.
+    pacer: Option<DefaultDirectRateLimiter>,
 }
 
 /// Which provider the next attempt goes to.
@@ -89,6 +94,8 @@ impl Providers {
                                 open_for,
                             )),
                             throttle: Throttle::new(config.max_concurrency()),
+                            pacer: NonZeroU32::new(config.max_per_second())
+                                .map(|n| RateLimiter::direct(Quota::per_second(n))),
                         });
                         slots.len() - 1
                     }
@@ -160,6 +167,11 @@ impl Providers {
         // The semaphore is never closed, so this is always a permit; were it closed, the call
         // would merely go unbounded, which is no reason to drop a delivery.
         let global = Arc::clone(&self.in_flight).acquire_owned().await.ok();
+        // Paced last, holding the slots, so that a call starts as soon as its turn comes.
+        // `until_ready` takes its cell only when it returns, so cancelling it takes nothing.
+        if let Some(pacer) = &slot.pacer {
+            pacer.until_ready().await;
+        }
         Reservation {
             index,
             _provider: provider,

@@ -15,6 +15,9 @@ pub struct NewDelivery<'a> {
     pub locale: Option<&'a str>,
     pub template: &'a str,
     pub expires_at: DateTime<Utc>,
+    /// The phone's country and number range (for conversion tracking); None for email.
+    pub country: Option<&'a str>,
+    pub prefix: Option<&'a str>,
 }
 
 /// The result of trying to take ownership of a challenge.
@@ -24,11 +27,13 @@ pub enum Claim {
     New,
     /// An earlier owner's lease ran out before it finished. `call_in_flight` when that owner
     /// had started a provider call whose outcome was never recorded (a new doubt, to record);
-    /// `doubted` when an in-doubt call was already recorded for this challenge.
+    /// `doubted` when an in-doubt call was already recorded for this challenge; `admitted`
+    /// when the challenge already passed its limits (it is not counted again).
     TakenOver {
         attempt: i32,
         call_in_flight: bool,
         doubted: bool,
+        admitted: bool,
     },
     /// The challenge already reached a terminal state, recorded as `row`.
     Done { state: DeliveryState, row: Recorded },
@@ -49,6 +54,9 @@ pub struct Recorded {
     pub lease_until: Option<DateTime<Utc>>,
     /// Some provider call for this challenge was in doubt.
     pub in_doubt: bool,
+    /// The limit rule that refused it, and when it would have been allowed.
+    pub rule: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// A terminal transition, with the provider attempt that led to it (if any).
@@ -62,6 +70,9 @@ pub struct Finish<'a> {
     pub response_status: Option<u16>,
     pub latency_ms: Option<u64>,
     pub in_doubt: bool,
+    /// For `rate_limited`: the rule and when the job would have been allowed.
+    pub rule: Option<&'a str>,
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// A refused job whose challenge_id could be read.
@@ -95,20 +106,20 @@ impl Store {
         // The update branch fires only for an open challenge whose lease has run out, so at most
         // one worker at a time owns a challenge, across instances. The `received` audit event is
         // written in the same statement, only for a first sighting.
-        let row: Option<(i32, bool, bool, bool)> = sqlx::query_as(
+        let row: Option<(i32, bool, bool, bool, bool)> = sqlx::query_as(
             "WITH d AS (
                INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
-                                       locale, template, expires_at, state, lease_until, lease_token)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9), $10)
+                                       locale, template, expires_at, state, lease_until, lease_token, country, prefix)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9), $10, $11, $12)
                ON CONFLICT (challenge_id) DO UPDATE
                   SET lease_until = EXCLUDED.lease_until, lease_token = EXCLUDED.lease_token, updated_at = now()
                 WHERE deliveries.state IN ('received', 'sending') AND deliveries.lease_until < now()
-               RETURNING attempt, call_started_at IS NOT NULL AS call_in_flight, (xmax = 0) AS inserted,
+               RETURNING attempt, call_started_at IS NOT NULL AS call_in_flight, (xmax = 0) AS inserted, admitted,
                          EXISTS (SELECT 1 FROM delivery_events e
                                   WHERE e.challenge_id = $1 AND e.kind = 'in_doubt') AS doubted),
              e AS (INSERT INTO delivery_events (challenge_id, kind, state)
                    SELECT $1, 'state', 'received' FROM d WHERE d.inserted)
-             SELECT attempt, call_in_flight, inserted, doubted FROM d",
+             SELECT attempt, call_in_flight, inserted, doubted, admitted FROM d",
         )
         .bind(d.challenge_id)
         .bind(d.account_id)
@@ -120,14 +131,17 @@ impl Store {
         .bind(d.expires_at)
         .bind(lease_secs(lease))
         .bind(token)
+        .bind(d.country)
+        .bind(d.prefix)
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some((_, _, true, _)) => Ok(Claim::New),
-            Some((attempt, call_in_flight, false, doubted)) => Ok(Claim::TakenOver {
+            Some((_, _, true, _, _)) => Ok(Claim::New),
+            Some((attempt, call_in_flight, false, doubted, admitted)) => Ok(Claim::TakenOver {
                 attempt,
                 call_in_flight,
                 doubted,
+                admitted,
             }),
             None => self.current(d.challenge_id).await,
         }
@@ -135,7 +149,7 @@ impl Store {
 
     async fn current(&self, challenge_id: &str) -> Result<Claim, StoreError> {
         let row: Recorded = sqlx::query_as(
-            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until,
+            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until, rule, retry_at,
                     EXISTS (SELECT 1 FROM delivery_events e
                              WHERE e.challenge_id = d.challenge_id AND e.kind = 'in_doubt') AS in_doubt
                FROM deliveries d WHERE challenge_id = $1",
@@ -258,7 +272,7 @@ impl Store {
         let r = sqlx::query(
             "WITH d AS (UPDATE deliveries
                            SET state = $2, attempt = $3, provider = COALESCE($4, provider),
-                               provider_message_id = $5, reason = $6, detail = $7,
+                               provider_message_id = $5, reason = $6, detail = $7, rule = $12, retry_at = $13,
                                lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now()
                          WHERE challenge_id = $1 AND lease_token = $11 RETURNING challenge_id)
              INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
@@ -276,6 +290,8 @@ impl Store {
         .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
         .bind(f.in_doubt)
         .bind(owner.token)
+        .bind(f.rule)
+        .bind(f.retry_at)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

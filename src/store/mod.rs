@@ -6,8 +6,10 @@
 //! leaves either the old state or the new one, never half of both.
 
 mod deliveries;
+mod limits;
 
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
+pub use limits::{Admission, Conversion};
 
 use crate::config::{DatabaseSettings, Secret};
 use hmac::{Hmac, Mac};

@@ -1,0 +1,128 @@
+//! Admission: what a new challenge passes before any provider call. Expiry, then geo
+//! permissions and conversion blocks (no shared state), then the limit rules and budgets,
+//! taken in PostgreSQL in one transaction with the challenge marked admitted, so that a
+//! challenge is counted exactly once whatever crashes and redeliveries follow.
+
+use super::{Dispatcher, Halt, Outcome, deliver};
+use crate::domain::{DeliveryState, Destination, Job, PhoneNumber};
+use crate::limits::{Refusal, Subject};
+use crate::metrics::LimitLabels;
+use crate::store::{Admission, Owner};
+use chrono::{TimeDelta, Utc};
+use std::net::IpAddr;
+
+impl Dispatcher {
+    /// Returns the outcome if the job is refused before sending.
+    pub(super) async fn refuse_before_sending(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        hmac: &[u8],
+    ) -> Result<Option<Outcome>, Halt> {
+        if !self.retry.may_start(Utc::now(), job.expires_at) {
+            let f = deliver::terminal(
+                DeliveryState::Expired,
+                0,
+                "expired",
+                "the code expired, or would before it could be delivered",
+            );
+            return self.conclude(job, owner, f).await.map(Some);
+        }
+        let refusal = match self.limits.screen(job.channel, phone(job)) {
+            Err(refusal) => Some(refusal),
+            Ok(()) => self.take_limits(job, owner, hmac).await?,
+        };
+        let Some(r) = refusal else { return Ok(None) };
+        tracing::info!(reason = r.reason, rule = ?r.rule, detail = %r.detail, "job refused by a limit or abuse control");
+        self.metrics
+            .limited
+            .get_or_create(&LimitLabels {
+                channel: job.channel.as_str(),
+                reason: r.reason,
+                rule: r.rule.clone().unwrap_or_default(),
+            })
+            .inc();
+        let mut f = deliver::terminal(r.state, 0, r.reason, &r.detail);
+        f.rule = r.rule.as_deref();
+        f.retry_at = r
+            .retry_after
+            .and_then(|d| TimeDelta::from_std(d).ok())
+            .map(|d| Utc::now() + d);
+        self.conclude(job, owner, f).await.map(Some)
+    }
+
+    /// Takes the job's counters, or says which rule refused it.
+    async fn take_limits(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        hmac: &[u8],
+    ) -> Result<Option<Refusal>, Halt> {
+        let destination_key = hex::encode(hmac);
+        let ip_key = job
+            .client_ip
+            .map(|ip| hex::encode(self.store.destination_hmac(&ip_scope(ip))));
+        let subject = Subject {
+            channel: job.channel,
+            account: job.account_id.as_str(),
+            destination_key: &destination_key,
+            ip_key: ip_key.as_deref(),
+            phone: phone(job),
+        };
+        let takes = self.limits.takes(&subject);
+        if takes.is_empty() {
+            return Ok(None);
+        }
+        if let Some(refusal) = self.limits.cached(&takes) {
+            return Ok(Some(refusal));
+        }
+        let keys: Vec<(&str, &str)> = takes
+            .iter()
+            .map(|t| (t.rule.as_str(), t.key.as_str()))
+            .collect();
+        let admission = self
+            .persist(|| {
+                self.store.admit(owner, &keys, |counters, now| {
+                    self.limits.decide(&takes, counters, now)
+                })
+            })
+            .await?;
+        match admission {
+            Admission::Admitted => Ok(None),
+            Admission::Refused(refusal) => Ok(Some(refusal)),
+            Admission::LeaseLost => Err(Halt::LeaseLost),
+        }
+    }
+}
+
+pub(super) fn phone(job: &Job) -> Option<&PhoneNumber> {
+    match &job.to {
+        Destination::Phone(p) => Some(p),
+        Destination::Email(_) => None,
+    }
+}
+
+/// What an IP is counted by: the address itself for IPv4, its /64 for IPv6, since one
+/// subscriber commonly holds a whole /64 and can rotate through it.
+fn ip_scope(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(ip_scope(a), ip_scope(b));
+        assert_eq!(ip_scope("203.0.113.7".parse().unwrap()), "203.0.113.7");
+    }
+}

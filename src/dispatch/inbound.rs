@@ -1,0 +1,110 @@
+//! What arrives besides plain jobs: signatures to check before anything else, and
+//! `verified` feedback messages (docs/job-v1.md) that feed conversion tracking.
+
+use super::{Dispatcher, Disposition, Outcome, Processed};
+use crate::config::SigningMode;
+use crate::domain::{ChallengeId, Job, RejectReason, Rejection};
+use crate::metrics::SignatureLabels;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The AMQP `type` property of a feedback message.
+pub const VERIFIED_TYPE: &str = "verified";
+
+/// One message as intake hands it over: the body and the properties dispatch needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub body: &'a [u8],
+    /// The `otpd-signature` header.
+    pub signature: Option<&'a str>,
+    /// The AMQP `type` property: absent (or anything else) for a job, "verified" for feedback.
+    pub kind: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Verified {
+    version: u8,
+    challenge_id: String,
+}
+
+impl Dispatcher {
+    /// In require mode, a message without a valid signature: refused before it is read, and
+    /// not recorded under its challenge_id, since anyone could have written it and a forged
+    /// rejection must not take a real challenge's place. In warn mode it is counted and let
+    /// through.
+    pub(super) async fn refuse_unsigned(&self, m: &Inbound<'_>) -> Option<Processed> {
+        if self.signing.mode == SigningMode::Off {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let error = self.signing.verify(m.signature, m.body, now).err()?;
+        let mode = match self.signing.mode {
+            SigningMode::Require => "require",
+            _ => "warn",
+        };
+        self.metrics
+            .signature_failures
+            .get_or_create(&SignatureLabels {
+                reason: error.reason(),
+                mode,
+            })
+            .inc();
+        if self.signing.mode == SigningMode::Warn {
+            tracing::warn!(reason = error.reason(), error = %error, "job signature invalid (warn mode: processed anyway)");
+            return None;
+        }
+        let reason = match error.reason() {
+            "unsigned" => RejectReason::Unsigned,
+            "signature_expired" => RejectReason::SignatureExpired,
+            _ => RejectReason::BadSignature,
+        };
+        let challenge_id = Job::parse(m.body).ok().map(|j| j.challenge_id.to_string());
+        let disposition = self
+            .reject(Rejection::new(reason, error.to_string()), &BTreeMap::new())
+            .await;
+        Some(Processed {
+            challenge_id,
+            disposition,
+        })
+    }
+
+    /// Records that a challenge's code was verified. Feedback for an unknown challenge is
+    /// acknowledged and ignored; a malformed message is dead-lettered.
+    pub(super) async fn verified(&self, body: &[u8]) -> Processed {
+        let parsed = serde_json::from_slice::<Verified>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| match v.version {
+                1 => ChallengeId::parse(&v.challenge_id),
+                n => Err(format!("unsupported version {n}")),
+            });
+        let id = match parsed {
+            Ok(id) => id,
+            Err(detail) => {
+                let r = Rejection::new(RejectReason::InvalidFeedback, detail);
+                return Processed {
+                    challenge_id: None,
+                    disposition: self.reject(r, &BTreeMap::new()).await,
+                };
+            }
+        };
+        let disposition = match self
+            .persist(|| self.store.record_verified(id.as_str()))
+            .await
+        {
+            Ok(true) => {
+                self.metrics.verified.inc();
+                Disposition::Ack(Outcome::Verified)
+            }
+            Ok(false) => {
+                tracing::info!(challenge_id = %id, "verified feedback for an unknown challenge; ignored");
+                Disposition::Ack(Outcome::Verified)
+            }
+            Err(_) => Disposition::Abandon,
+        };
+        Processed {
+            challenge_id: Some(id.to_string()),
+            disposition,
+        }
+    }
+}
