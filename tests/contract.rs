@@ -119,6 +119,8 @@ fn the_status_event_example_has_every_documented_field() {
         "provider_message_id",
         "reason",
         "detail",
+        "rule",
+        "retry_after_secs",
         "in_doubt",
         "metadata",
         "at",

@@ -136,7 +136,13 @@ impl TestApp {
     }
 
     pub async fn publish_raw(&self, body: Vec<u8>, routing_key: &str) {
-        let props = BasicProperties::default()
+        self.publish_with(&body, routing_key, BasicProperties::default())
+            .await;
+    }
+
+    /// Publishes with extra properties (headers, type), persistent JSON as always.
+    pub async fn publish_with(&self, body: &[u8], routing_key: &str, props: BasicProperties) {
+        let props = props
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         let exchange = format!("t-{}.jobs", self.suffix);
@@ -146,7 +152,7 @@ impl TestApp {
                 exchange.as_str().into(),
                 routing_key.into(),
                 BasicPublishOptions::default(),
-                &body,
+                body,
                 props,
             )
             .await
@@ -154,6 +160,62 @@ impl TestApp {
             .await
             .unwrap();
         assert!(confirm.is_ack());
+    }
+
+    /// Starts another otpd as a separate process of the built binary, on this test's database
+    /// and queues, with `env` (`OTPD__` variables without the prefix) on top. It is killed
+    /// when the handle is dropped.
+    pub fn spawn_process(&self, env: &[(&str, &str)]) -> tokio::process::Child {
+        let s = &self.suffix;
+        let mut base: Vec<(String, String)> = [
+            ("AMQP__URL", AMQP_URL.to_string()),
+            ("AMQP__JOBS_EXCHANGE", format!("t-{s}.jobs")),
+            ("AMQP__JOBS_QUEUE", format!("t-{s}.jobs")),
+            ("AMQP__DEAD_LETTER_EXCHANGE", format!("t-{s}.jobs.dlx")),
+            ("AMQP__DEAD_LETTER_QUEUE", format!("t-{s}.jobs.dead")),
+            ("AMQP__EVENTS_EXCHANGE", format!("t-{s}.events")),
+            (
+                "DATABASE__URL",
+                format!("postgres://postgres@127.0.0.1:5432/otpd_t_{s}"),
+            ),
+            ("DATABASE__MAX_CONNECTIONS", "4".to_string()),
+            ("HTTP__LISTEN", "127.0.0.1:0".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        base.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"));
+        cmd.arg("run").kill_on_drop(true);
+        for (k, v) in base {
+            cmd.env(format!("OTPD__{k}"), v);
+        }
+        cmd.spawn().expect("the otpd binary starts")
+    }
+
+    /// Waits (polling the broker, bounded) until the jobs queue has `n` consumers.
+    pub async fn wait_for_consumers(&self, n: u32) {
+        let queue = format!("t-{}.jobs", self.suffix);
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let q = self
+                .channel
+                .queue_declare(queue.as_str().into(), opts, FieldTable::default())
+                .await
+                .unwrap();
+            if q.consumer_count() >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} consumers in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The report for `challenge_id`, skipping reports about other jobs.
@@ -175,6 +237,15 @@ impl TestApp {
 
     /// The next status event for `challenge_id`, in publication order.
     pub async fn event_for(&mut self, challenge_id: &str) -> Value {
+        self.event_where(|key, event| {
+            key.starts_with("delivery.") && event["challenge_id"] == challenge_id
+        })
+        .await
+    }
+
+    /// The next event (status or alert) for which `pred(routing key, event)` holds; the
+    /// others are consumed and dropped. Status events must carry their state's routing key.
+    pub async fn event_where(&mut self, pred: impl Fn(&str, &Value) -> bool) -> Value {
         loop {
             let delivery = tokio::time::timeout(PATIENCE, self.events.next())
                 .await
@@ -183,11 +254,14 @@ impl TestApp {
                 .unwrap();
             delivery.ack(BasicAckOptions::default()).await.unwrap();
             let event: Value = serde_json::from_slice(&delivery.data).unwrap();
-            assert_eq!(
-                delivery.routing_key.as_str(),
-                format!("delivery.{}", event["state"].as_str().unwrap())
-            );
-            if event["challenge_id"] == challenge_id {
+            let key = delivery.routing_key.as_str();
+            if key.starts_with("delivery.") {
+                assert_eq!(
+                    key,
+                    format!("delivery.{}", event["state"].as_str().unwrap())
+                );
+            }
+            if pred(key, &event) {
                 return event;
             }
         }
@@ -250,15 +324,17 @@ async fn events_consumer(connection: &Connection, exchange: &str) -> lapin::Cons
         .queue_declare("".into(), opts, FieldTable::default())
         .await
         .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        exchange.into(),
-        "delivery.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    for key in ["delivery.#", "alert.#"] {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
     ch.basic_consume(
         q.name().clone(),
         "events".into(),
