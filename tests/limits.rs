@@ -9,6 +9,7 @@ use otpd::limits::signing;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use support::{TestApp, id, job};
+use wiremock::ResponseTemplate;
 
 /// Only the named shipped rules stay on.
 fn only_rules(s: &mut Settings, keep: &[&str]) {
@@ -266,4 +267,149 @@ async fn a_pumping_burst_on_one_range_is_blocked_while_a_converting_range_is_not
         (&json!("rate_limited"), &json!("low_conversion"))
     );
     assert_eq!(events[&id(&next_good)]["state"], "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_and_prefix_rules_count_across_different_destinations() {
+    let mut app = TestApp::spawn(|s| {
+        only_rules(s, &["ip", "prefix"]);
+        let ip = s.limits.rules.get_mut("ip").unwrap();
+        (ip.burst, ip.period_secs) = (2, 600);
+        let prefix = s.limits.rules.get_mut("prefix").unwrap();
+        (prefix.burst, prefix.period_secs) = (3, 600);
+    })
+    .await;
+    let mut from_one_client = Vec::new();
+    for (i, ip) in ["203.0.113.9", "203.0.113.9", "203.0.113.9"]
+        .iter()
+        .enumerate()
+    {
+        let mut j = job("sms", &format!("+1202555{:04}", 100 + i), "5555");
+        j["client_ip"] = json!(ip);
+        from_one_client.push(j);
+    }
+    // Four adjacent numbers of one range, each from its own client.
+    let mut one_range = Vec::new();
+    for i in 0..4 {
+        let mut j = job("sms", &format!("+1415555{:04}", 200 + i), "6666");
+        j["client_ip"] = json!(format!("198.51.100.{i}"));
+        one_range.push(j);
+    }
+    for j in from_one_client.iter().chain(&one_range) {
+        app.publish(j).await;
+        app.report_for(&id(j)).await;
+    }
+    let ids: Vec<String> = from_one_client.iter().chain(&one_range).map(id).collect();
+    let events = terminal_states(&mut app, &ids).await;
+    let states = |jobs: &[Value]| -> Vec<(String, String)> {
+        jobs.iter()
+            .map(|j| {
+                let e = &events[&id(j)];
+                (
+                    e["state"].as_str().unwrap().into(),
+                    e["rule"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect()
+    };
+    let sent = || ("sent".to_string(), String::new());
+    let limited = |rule: &str| ("rate_limited".to_string(), rule.to_string());
+    assert_eq!(states(&from_one_client), [sent(), sent(), limited("ip")]);
+    assert_eq!(
+        states(&one_range),
+        [sent(), sent(), sent(), limited("prefix")]
+    );
+}
+
+/// Answers with the template and records when each request arrived.
+struct Stamp(
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+    ResponseTemplate,
+);
+
+impl wiremock::Respond for Stamp {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        self.0.lock().unwrap().push(std::time::Instant::now());
+        self.1.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_provider_starts_no_more_calls_per_second_than_configured() {
+    let server = wiremock::MockServer::start().await;
+    let stamps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let created =
+        ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1", "status": "queued"}));
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Stamp(stamps.clone(), created))
+        .mount(&server)
+        .await;
+    let base = server.uri();
+    let mut app = TestApp::spawn(move |s| {
+        s.limits.enabled = false;
+        s.channels.sms = "twilio".into();
+        let t = s.providers.twilio_mut("twilio");
+        t.base_url = base.clone();
+        t.account_sid = support::ACCOUNT_SID.into();
+        t.auth_token = "test-token".into();
+        t.sms_from = "+15005550006".into();
+        t.max_per_second = 2;
+    })
+    .await;
+    let jobs: Vec<Value> = (0..6)
+        .map(|i| job("sms", &format!("+1415555{:04}", 300 + i), "7777"))
+        .collect();
+    for j in &jobs {
+        app.publish(j).await;
+    }
+    let events = terminal_states(&mut app, &jobs.iter().map(id).collect::<Vec<_>>()).await;
+    assert_eq!(count(&events, "sent"), 6);
+    // 2 per second with a burst of 2: the last four calls start at least 0.5 s apart, so the
+    // sixth comes at least 2 s after the first. A lower bound: a slow machine only adds to it.
+    let stamps = stamps.lock().unwrap().clone();
+    assert_eq!(stamps.len(), 6);
+    let span = stamps[5] - stamps[0];
+    assert!(span >= std::time::Duration::from_millis(1900), "{span:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_flags_a_pumped_range_without_blocking_and_warn_mode_sends_unsigned_jobs() {
+    let mut app = TestApp::spawn(|s| {
+        s.limits.enabled = false;
+        s.conversion.mode = ConversionMode::Shadow;
+        s.conversion.min_sent = 12;
+        s.conversion.grace_secs = 0;
+        s.conversion.check_interval_secs = 1;
+        s.signing.mode = SigningMode::Warn;
+        s.signing.keys.insert("k1".into(), KEY.into());
+    })
+    .await;
+    let pumped: Vec<Value> = (0..12)
+        .map(|i| job("sms", &format!("+141555511{i:02}"), "2222"))
+        .collect();
+    for j in &pumped {
+        app.publish(j).await; // unsigned: warn mode lets them through
+    }
+    let events = terminal_states(&mut app, &pumped.iter().map(id).collect::<Vec<_>>()).await;
+    assert_eq!(count(&events, "sent"), 12);
+    let alert = app
+        .event_where(|key, _| key == "alert.prefix_flagged")
+        .await;
+    assert_eq!(
+        (&alert["prefix"], &alert["mode"]),
+        (&json!("+14155551"), &json!("shadow"))
+    );
+    let next = job("sms", "+14155551999", "3333");
+    app.publish(&next).await;
+    assert_eq!(app.event_for(&id(&next)).await["state"], "accepted");
+    assert_eq!(app.event_for(&id(&next)).await["state"], "sent");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("otpd_signature_failures_total{reason=\"unsigned\",mode=\"warn\"} 13"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otpd_prefixes_flagged_total{mode=\"shadow\"} 1"),
+        "{metrics}"
+    );
 }
