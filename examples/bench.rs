@@ -1,5 +1,7 @@
 //! The throughput benchmark (issue 6), run with
 //! `cargo build --release && cargo run --release --example bench -- [JOBS] [PROVIDER_DELAY_MS]`.
+//! With `BENCH_LIMITS=on` the shipped limit rules stay on (all but `prefix`, which the
+//! consecutive numbers would trip by design), to measure the admission transaction's cost.
 //!
 //! It starts a fake Twilio on loopback that answers at once (or after a delay), runs the release
 //! `otpd` binary as a child process on fresh queues and a fresh database, publishes JOBS jobs
@@ -108,6 +110,7 @@ fn bench_settings(suffix: &str) -> otpd::config::Settings {
 }
 
 fn spawn_otpd(suffix: &str, provider: &str) -> std::process::Child {
+    let limits_on = std::env::var("BENCH_LIMITS").is_ok_and(|v| v == "on");
     let exe = std::env::current_exe()
         .unwrap()
         .parent()
@@ -128,7 +131,8 @@ fn spawn_otpd(suffix: &str, provider: &str) -> std::process::Child {
         .env("OTPD__AMQP__EVENTS_EXCHANGE", &s.amqp.events_exchange)
         .env("OTPD__DATABASE__URL", format!("{PG}/otpd_bench_{suffix}"))
         .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
-        .env("OTPD__LIMITS__ENABLED", "false")
+        .env("OTPD__LIMITS__ENABLED", limits_on.to_string())
+        .env("OTPD__LIMITS__RULES__PREFIX__ENABLED", "false")
         .env("OTPD__CHANNELS__SMS", "twilio")
         .env("OTPD__PROVIDERS__TWILIO__BASE_URL", provider)
         .env("OTPD__PROVIDERS__TWILIO__ACCOUNT_SID", SID)
