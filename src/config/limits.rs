@@ -1,9 +1,9 @@
 //! Settings for rate limits and abuse controls (docs/limits.md), and their validation.
 
-use super::Secret;
 use super::load::{ConfigError, invalid};
+use super::{Secret, StringList};
 use crate::domain::Channel;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -50,33 +50,6 @@ pub struct RuleSettings {
 
 fn yes() -> bool {
     true
-}
-
-/// A list given either as a TOML array or as one comma-separated string, so that it can be
-/// set from an environment variable (`OTPD__GEO__SMS__DENY="RU, KP"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StringList(pub Vec<String>);
-
-impl<'de> Deserialize<'de> for StringList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StringList, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let items = match Raw::deserialize(d)? {
-            Raw::One(s) => s.split(',').map(str::to_string).collect(),
-            Raw::Many(v) => v,
-        };
-        Ok(StringList(
-            items
-                .into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ))
-    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -10,7 +10,7 @@ mod secret;
 
 pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
-    RuleSettings, Scope, SigningMode, SigningSettings, StringList,
+    RuleSettings, Scope, SigningMode, SigningSettings,
 };
 pub use load::{ConfigError, DEFAULT_TOML, load};
 pub use providers::{
@@ -18,9 +18,53 @@ pub use providers::{
 };
 pub use secret::Secret;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A list of names, written `"a, b"` (so that it can be set from an environment variable) or
+/// as a TOML array; blanks are dropped. Provider chains, rule channels and country lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StringList(pub Vec<String>);
+
+impl From<&str> for StringList {
+    fn from(s: &str) -> StringList {
+        StringList::from_items(s.split(','))
+    }
+}
+
+impl StringList {
+    fn from_items<'a>(items: impl Iterator<Item = &'a str>) -> StringList {
+        StringList(
+            items
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::One(s) => StringList::from(s.as_str()),
+            Raw::Many(v) => StringList::from_items(v.iter().map(String::as_str)),
+        })
+    }
+}
+
+impl Serialize for StringList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.join(", ").serialize(s)
+    }
+}
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

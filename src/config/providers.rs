@@ -143,41 +143,7 @@ impl ProviderSettings {
 
 /// An ordered failover chain of provider names, written `"a, b"` (environment-friendly) or as
 /// a TOML array.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chain(pub Vec<String>);
-
-impl From<&str> for Chain {
-    fn from(s: &str) -> Chain {
-        Chain(
-            s.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .collect(),
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for Chain {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        Ok(match Raw::deserialize(d)? {
-            Raw::One(s) => Chain::from(s.as_str()),
-            Raw::Many(v) => Chain(v.into_iter().map(|n| n.trim().to_string()).collect()),
-        })
-    }
-}
-
-impl Serialize for Chain {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.join(", ").serialize(s)
-    }
-}
+pub type Chain = super::StringList;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
