@@ -46,22 +46,20 @@ impl Dispatcher {
         self.metrics
             .signature_failures
             .get_or_create(&SignatureLabels {
-                reason: error.reason(),
+                reason: error.reason().code(),
                 mode,
             })
             .inc();
         if self.signing.mode == SigningMode::Warn {
-            tracing::warn!(reason = error.reason(), error = %error, "job signature invalid (warn mode: processed anyway)");
+            tracing::warn!(reason = error.reason().code(), error = %error, "job signature invalid (warn mode: processed anyway)");
             return None;
         }
-        let reason = match error.reason() {
-            "unsigned" => RejectReason::Unsigned,
-            "signature_expired" => RejectReason::SignatureExpired,
-            _ => RejectReason::BadSignature,
-        };
         let challenge_id = Job::parse(m.body).ok().map(|j| j.challenge_id.to_string());
         let disposition = self
-            .reject(Rejection::new(reason, error.to_string()), &BTreeMap::new())
+            .reject(
+                Rejection::new(error.reason(), error.to_string()),
+                &BTreeMap::new(),
+            )
             .await;
         Some(Processed {
             challenge_id,

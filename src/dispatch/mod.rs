@@ -13,7 +13,7 @@ mod inbound;
 mod outage;
 
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
-pub use inbound::{Inbound, VERIFIED_TYPE};
+pub use inbound::Inbound;
 
 use crate::config::{ConversionSettings, MessageSettings, Settings};
 use crate::domain::{DeliveryState, Job, Rejection};

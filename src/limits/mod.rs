@@ -10,7 +10,7 @@ mod geo;
 pub mod signing;
 
 pub use gcra::{Counter, Spec};
-pub use geo::GeoRefusal;
+use geo::GeoRefusal;
 
 use crate::config::{ConversionMode, RuleSettings, Scope, Settings};
 use crate::domain::{Channel, DeliveryState, PhoneNumber};

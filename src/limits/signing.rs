@@ -3,6 +3,7 @@
 //! deduplication stops a replayed job from sending twice anyway.
 
 use crate::config::{Secret, SigningMode, SigningSettings};
+use crate::domain::RejectReason;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -27,12 +28,12 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    /// The rejection reason code of the job contract.
-    pub fn reason(&self) -> &'static str {
+    /// The rejection reason of the job contract.
+    pub fn reason(&self) -> RejectReason {
         match self {
-            SignatureError::Missing => "unsigned",
-            SignatureError::Stale(_) => "signature_expired",
-            _ => "bad_signature",
+            SignatureError::Missing => RejectReason::Unsigned,
+            SignatureError::Stale(_) => RejectReason::SignatureExpired,
+            _ => RejectReason::BadSignature,
         }
     }
 }
@@ -151,11 +152,11 @@ mod tests {
         let unknown = sign("k9", KEY, 1000, b"{}");
         assert_eq!(
             v.verify(Some(&unknown), b"{}", 1000).unwrap_err().reason(),
-            "bad_signature"
+            RejectReason::BadSignature
         );
         assert_eq!(
             v.verify(None, b"{}", 1000).unwrap_err().reason(),
-            "unsigned"
+            RejectReason::Unsigned
         );
         assert_eq!(
             v.verify(Some("v1=zz"), b"{}", 1000),
