@@ -73,9 +73,9 @@ pub struct Limits {
     geo: geo::Geo,
     conversion_digits: usize,
     enforce_conversion: bool,
-    /// (rule, key) → refused until. Counters only move forward, so a refusal stands at least
-    /// until its retry_after, whatever other instances do.
-    refused: Mutex<HashMap<(String, String), Instant>>,
+    /// Rule → key → refused until. Counters only move forward, so a refusal stands at least
+    /// until its retry_after, whatever other instances do. Nested so that a lookup borrows.
+    refused: Mutex<HashMap<String, HashMap<String, Instant>>>,
     /// Prefix → blocked until (conversion enforce mode), refreshed from the database.
     blocked: RwLock<HashMap<String, DateTime<Utc>>>,
 }
@@ -158,6 +158,11 @@ impl Limits {
             refused: Mutex::new(HashMap::new()),
             blocked: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Whether any rule or budget counts jobs (`limits.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The price of one message on `channel` to `country`, in micros.
@@ -261,7 +266,7 @@ impl Limits {
         let now = Instant::now();
         let refused = lock(&self.refused);
         takes.iter().find_map(|t| {
-            let until = *refused.get(&(t.rule.clone(), t.key.clone()))?;
+            let until = *refused.get(&t.rule)?.get(&t.key)?;
             (until > now).then(|| refusal(t, until - now))
         })
     }
@@ -284,7 +289,10 @@ impl Limits {
                     // are cached, which keeps the cache exact.
                     if t.cost == 1 {
                         let until = Instant::now() + wait;
-                        lock(&self.refused).insert((t.rule.clone(), t.key.clone()), until);
+                        lock(&self.refused)
+                            .entry(t.rule.clone())
+                            .or_default()
+                            .insert(t.key.clone(), until);
                     }
                     if worst.is_none_or(|(_, w)| wait > w) {
                         worst = Some((t, wait));
@@ -301,7 +309,11 @@ impl Limits {
     /// Forgets refusals that have run out. Called periodically.
     pub fn shrink(&self) {
         let now = Instant::now();
-        lock(&self.refused).retain(|_, until| *until > now);
+        let mut refused = lock(&self.refused);
+        for keys in refused.values_mut() {
+            keys.retain(|_, until| *until > now);
+        }
+        refused.retain(|_, keys| !keys.is_empty());
     }
 }
 
