@@ -3,41 +3,17 @@
 
 mod support;
 
-use otpd::config::{Settings, SmtpTls};
+use otpd::config::SmtpTls;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use serde_json::Value;
-use support::{ACCOUNT_SID, TestApp, id, job};
+use support::{Signal, TestApp, id, job, twilio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
-
-fn twilio(server: &MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
-    let base = server.uri();
-    move |s| {
-        s.channels.sms = "twilio".into();
-        s.channels.voice = "twilio".into();
-        let t = s.providers.twilio_mut("twilio");
-        t.base_url = base.clone();
-        t.account_sid = ACCOUNT_SID.into();
-        t.auth_token = "test-token".into();
-        t.sms_from = "+15005550006".into();
-        t.voice_from = "+15005550007".into();
-    }
-}
-
-/// Answers with the template and signals each request as it arrives.
-struct Signal(tokio::sync::mpsc::UnboundedSender<()>, ResponseTemplate);
-
-impl wiremock::Respond for Signal {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let _ = self.0.send(());
-        self.1.clone()
-    }
-}
 
 fn created(sid: &str) -> ResponseTemplate {
     ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sid, "status": "queued" }))

@@ -8,7 +8,7 @@ use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::time::Duration;
-use support::{ACCOUNT_SID, TestApp, id, job};
+use support::{TestApp, id, job, twilio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -35,14 +35,9 @@ async fn slow_then_fast() -> MockServer {
 }
 
 fn settings(server: &MockServer, resend: bool) -> impl Fn(&mut Settings) + Send + Sync + 'static {
-    let base = server.uri();
+    let fake = twilio(server);
     move |s| {
-        s.channels.sms = "twilio".into();
-        let t = s.providers.twilio_mut("twilio");
-        t.base_url = base.clone();
-        t.account_sid = ACCOUNT_SID.into();
-        t.auth_token = "test-token".into();
-        t.sms_from = "+15005550006".into();
+        fake(s);
         s.retry.attempt_timeout_ms = 300;
         s.delivery.resend_in_doubt = resend;
     }

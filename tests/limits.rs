@@ -8,7 +8,7 @@ use otpd::config::{ConversionMode, Settings, SigningMode};
 use otpd::limits::signing;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use support::{TestApp, id, job};
+use support::{Signal, TestApp, id, job, twilio};
 use wiremock::ResponseTemplate;
 
 /// Only the named shipped rules stay on.
@@ -214,28 +214,35 @@ fn verified(challenge_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"version": 1, "challenge_id": challenge_id})).unwrap()
 }
 
+/// Conversion checked every second, on 8-digit ranges, with limits off. Only a 12-number burst
+/// reaches the volume at which a range is judged, and only once all of it was sent, so the
+/// tests do not race the check.
+fn judge_bursts_of_12(s: &mut Settings, mode: ConversionMode) {
+    s.limits.enabled = false;
+    s.conversion.mode = mode;
+    s.conversion.prefix_digits = 8;
+    s.conversion.min_sent = 12;
+    s.conversion.threshold = 0.5;
+    s.conversion.grace_secs = 0;
+    s.conversion.check_interval_secs = 1;
+}
+
+/// Twelve adjacent numbers of the range +14155551, whose codes nobody will enter.
+fn pumping_burst() -> Vec<Value> {
+    (0..12)
+        .map(|i| job("sms", &format!("+141555511{i:02}"), "2222"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pumping_burst_on_one_range_is_blocked_while_a_converting_range_is_not() {
-    let mut app = TestApp::spawn(|s| {
-        s.limits.enabled = false;
-        s.conversion.mode = ConversionMode::Enforce;
-        s.conversion.prefix_digits = 8;
-        // Only the 12-number burst reaches the volume at which a range is judged, and only
-        // once all of it was sent, so the test does not race the 1 s check.
-        s.conversion.min_sent = 12;
-        s.conversion.threshold = 0.5;
-        s.conversion.grace_secs = 0;
-        s.conversion.check_interval_secs = 1;
-    })
-    .await;
+    let mut app = TestApp::spawn(|s| judge_bursts_of_12(s, ConversionMode::Enforce)).await;
     // Range +14155550 converts (people type their codes); +14155551 is a burst across
     // adjacent numbers whose codes nobody ever enters.
     let good: Vec<Value> = (0..10)
         .map(|i| job("sms", &format!("+141555501{i:02}"), "1111"))
         .collect();
-    let pumped: Vec<Value> = (0..12)
-        .map(|i| job("sms", &format!("+141555511{i:02}"), "2222"))
-        .collect();
+    let pumped = pumping_burst();
     for j in good.iter().chain(&pumped) {
         app.publish(j).await;
     }
@@ -321,39 +328,21 @@ async fn ip_and_prefix_rules_count_across_different_destinations() {
     );
 }
 
-/// Answers with the template and records when each request arrived.
-struct Stamp(
-    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
-    ResponseTemplate,
-);
-
-impl wiremock::Respond for Stamp {
-    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
-        self.0.lock().unwrap().push(std::time::Instant::now());
-        self.1.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_provider_starts_no_more_calls_per_second_than_configured() {
     let server = wiremock::MockServer::start().await;
-    let stamps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (arrived, mut stamps) = tokio::sync::mpsc::unbounded_channel();
     let created =
         ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1", "status": "queued"}));
     wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(Stamp(stamps.clone(), created))
+        .respond_with(Signal(arrived, created))
         .mount(&server)
         .await;
-    let base = server.uri();
+    let fake = twilio(&server);
     let mut app = TestApp::spawn(move |s| {
+        fake(s);
         s.limits.enabled = false;
-        s.channels.sms = "twilio".into();
-        let t = s.providers.twilio_mut("twilio");
-        t.base_url = base.clone();
-        t.account_sid = support::ACCOUNT_SID.into();
-        t.auth_token = "test-token".into();
-        t.sms_from = "+15005550006".into();
-        t.max_per_second = 2;
+        s.providers.twilio_mut("twilio").max_per_second = 2;
     })
     .await;
     let jobs: Vec<Value> = (0..6)
@@ -366,27 +355,24 @@ async fn a_paced_provider_starts_no_more_calls_per_second_than_configured() {
     assert_eq!(count(&events, "sent"), 6);
     // 2 per second with a burst of 2: the last four calls start at least 0.5 s apart, so the
     // sixth comes at least 2 s after the first. A lower bound: a slow machine only adds to it.
-    let stamps = stamps.lock().unwrap().clone();
-    assert_eq!(stamps.len(), 6);
-    let span = stamps[5] - stamps[0];
+    let mut arrivals = Vec::new();
+    while let Ok(at) = stamps.try_recv() {
+        arrivals.push(at);
+    }
+    assert_eq!(arrivals.len(), 6);
+    let span = arrivals[5] - arrivals[0];
     assert!(span >= std::time::Duration::from_millis(1900), "{span:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_mode_flags_a_pumped_range_without_blocking_and_warn_mode_sends_unsigned_jobs() {
     let mut app = TestApp::spawn(|s| {
-        s.limits.enabled = false;
-        s.conversion.mode = ConversionMode::Shadow;
-        s.conversion.min_sent = 12;
-        s.conversion.grace_secs = 0;
-        s.conversion.check_interval_secs = 1;
+        judge_bursts_of_12(s, ConversionMode::Shadow);
         s.signing.mode = SigningMode::Warn;
         s.signing.keys.insert("k1".into(), KEY.into());
     })
     .await;
-    let pumped: Vec<Value> = (0..12)
-        .map(|i| job("sms", &format!("+141555511{i:02}"), "2222"))
-        .collect();
+    let pumped = pumping_burst();
     for j in &pumped {
         app.publish(j).await; // unsigned: warn mode lets them through
     }

@@ -379,6 +379,34 @@ async fn cleanup(suffix: &str) {
 }
 
 /// A valid job with a fresh challenge_id, expiring in five minutes.
+/// Settings that send SMS and voice through the fake Twilio at `server`.
+pub fn twilio(server: &wiremock::MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
+    let base = server.uri();
+    move |s| {
+        s.channels.sms = "twilio".into();
+        s.channels.voice = "twilio".into();
+        let t = s.providers.twilio_mut("twilio");
+        t.base_url = base.clone();
+        t.account_sid = ACCOUNT_SID.into();
+        t.auth_token = "test-token".into();
+        t.sms_from = "+15005550006".into();
+        t.voice_from = "+15005550007".into();
+    }
+}
+
+/// A fake provider's answer that also signals when each request arrived.
+pub struct Signal(
+    pub tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
+    pub wiremock::ResponseTemplate,
+);
+
+impl wiremock::Respond for Signal {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let _ = self.0.send(std::time::Instant::now());
+        self.1.clone()
+    }
+}
+
 pub fn job(channel: &str, to: &str, code: &str) -> Value {
     serde_json::json!({
         "version": 1,
