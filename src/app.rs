@@ -1,14 +1,17 @@
 //! Wiring: builds every part from [`Settings`] and runs them under one cancellation token and
 //! one task tracker, both passed explicitly.
 
-use crate::config::Settings;
+use crate::audit;
+use crate::config::{AuditSettings, Settings};
 use crate::dispatch::{Dispatcher, DispatcherParts};
 use crate::events::Publisher;
 use crate::http::{self, HttpState};
 use crate::intake::{Intake, Report};
 use crate::metrics::Metrics;
 use crate::providers::{BuildError, Providers};
+use crate::receipts::Receipts;
 use crate::store::{Store, StoreError};
+use crate::watchdog;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ pub struct App {
     http: (TcpListener, HttpState),
     dispatcher: Arc<Dispatcher>,
     store: Store,
+    audit: AuditSettings,
 }
 
 impl App {
@@ -67,11 +71,24 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AppError::Http { addr, source })?;
+        let receipts = Arc::new(Receipts::new(
+            &settings,
+            store.clone(),
+            publisher.clone(),
+            metrics.clone(),
+        ));
+        if settings.http.admin_token.is_empty() {
+            tracing::info!("http.admin_token is not set: the admin API refuses every request");
+        }
         let http_state = HttpState {
             store: store.clone(),
             publisher: publisher.clone(),
             metrics: metrics.clone(),
+            receipts,
+            admin_token: settings.http.admin_token.clone(),
+            providers: settings.providers.0.keys().cloned().collect(),
         };
+        let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
         let amqp = settings.amqp.clone();
         let parts = DispatcherParts {
@@ -96,6 +113,7 @@ impl App {
             http: (listener, http_state),
             dispatcher,
             store,
+            audit,
         })
     }
 
@@ -115,6 +133,17 @@ impl App {
     /// Runs until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
         let (listener, state) = self.http;
+        let receipts = state.receipts.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move { receipts.run(token).await });
+        tracker.spawn(audit::run(
+            self.store.clone(),
+            self.audit.clone(),
+            shutdown.clone(),
+        ));
+        if let Ok(addr) = listener.local_addr() {
+            tracker.spawn(watchdog::run(addr, shutdown.clone()));
+        }
         let http_shutdown = shutdown.clone();
         tracker.spawn(async move {
             let serve = axum::serve(listener, http::router(state))

@@ -33,6 +33,8 @@ pub struct StatusEvent<'a> {
     /// would have been allowed.
     pub rule: Option<&'a str>,
     pub retry_after_secs: Option<u64>,
+    /// For `undelivered`: the carrier's or vendor's error code from the receipt.
+    pub carrier_error: Option<&'a str>,
     pub in_doubt: bool,
     pub metadata: &'a BTreeMap<String, String>,
     pub at: DateTime<Utc>,
@@ -59,6 +61,7 @@ impl<'a> StatusEvent<'a> {
             detail: None,
             rule: None,
             retry_after_secs: None,
+            carrier_error: None,
             in_doubt: false,
             metadata,
             at: Utc::now(),

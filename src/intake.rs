@@ -9,9 +9,9 @@
 use crate::amqp;
 use crate::config::AmqpSettings;
 use crate::dispatch::{Dispatcher, Disposition, Inbound, Outcome, SIGNATURE_HEADER};
-use crate::domain::RejectReason;
+use crate::domain::{Channel, RejectReason};
 use crate::events::Publisher;
-use crate::metrics::Metrics;
+use crate::metrics::{ChannelLabels, Metrics};
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -193,6 +193,7 @@ impl Intake {
         shutdown: &CancellationToken,
     ) {
         self.metrics.in_flight.inc();
+        self.observe_lag(&delivery);
         let signature = header_str(&delivery.properties, SIGNATURE_HEADER);
         let inbound = Inbound {
             body: &delivery.data,
@@ -232,6 +233,25 @@ impl Intake {
             challenge_id: processed.challenge_id,
             handled,
         });
+    }
+}
+
+impl Intake {
+    /// Queue lag from the AMQP `timestamp` property (whole seconds), for jobs that carry one and
+    /// were routed by a known channel.
+    fn observe_lag(&self, delivery: &Delivery) {
+        let (Some(ts), Some(channel)) = (
+            *delivery.properties.timestamp(),
+            Channel::parse(delivery.routing_key.as_str()),
+        ) else {
+            return;
+        };
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let labels = ChannelLabels {
+            channel: channel.as_str(),
+        };
+        let lag = now.saturating_sub(ts) as f64;
+        self.metrics.queue_lag.get_or_create(&labels).observe(lag);
     }
 }
 

@@ -32,6 +32,7 @@
 
 pub mod amqp;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
@@ -41,7 +42,10 @@ pub mod intake;
 pub mod limits;
 pub mod metrics;
 pub mod providers;
+pub mod receipts;
 pub mod render;
+pub mod report;
 pub mod retry;
 pub mod store;
 pub mod telemetry;
+pub mod watchdog;

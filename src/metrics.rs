@@ -65,6 +65,15 @@ pub struct SpendLabels {
     pub country: String,
 }
 
+/// Receipts by final state; countries as for [`SpendLabels`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiptLabels {
+    pub provider: String,
+    pub channel: &'static str,
+    pub country: String,
+    pub state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignatureLabels {
     pub reason: &'static str,
@@ -78,6 +87,8 @@ pub struct ModeLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Every registered metric's name, without the `otpd_` prefix or a `_total` suffix.
+    names: Vec<&'static str>,
     /// otpd_jobs_total{channel,state}: jobs that reached a terminal state.
     pub jobs: Family<JobLabels, Counter>,
     /// otpd_jobs_rejected_total{reason}: invalid jobs dead-lettered.
@@ -112,6 +123,28 @@ pub struct Metrics {
     pub verified: Counter,
     /// otpd_prefixes_flagged_total{mode}: number ranges flagged for low conversion.
     pub prefixes_flagged: Family<ModeLabels, Counter>,
+    /// otpd_retries_total{provider,channel}: provider calls after a job's first.
+    pub retries: Family<ProviderLabels, Counter>,
+    /// otpd_in_doubt_resends_total{channel}: provider calls made while an earlier call of the
+    /// same job is in doubt; each may have sent the code a second time.
+    pub in_doubt_resends: Family<ChannelLabels, Counter>,
+    /// otpd_receipts_total{provider,channel,country,state}: final provider receipts applied.
+    pub receipts: Family<ReceiptLabels, Counter>,
+    /// otpd_delivery_latency_seconds{provider,channel}: from the provider's acceptance to its
+    /// `delivered` receipt.
+    pub delivery_latency: Family<ProviderLabels, Histogram>,
+    /// otpd_queue_lag_seconds{channel}: from the job's AMQP `timestamp` (when the publisher
+    /// set one) to otpd's first look at it.
+    pub queue_lag: Family<ChannelLabels, Histogram>,
+    /// otpd_webhook_rejected_total{reason}: provider callbacks refused (bad signature).
+    pub webhook_rejected: Family<ReasonLabels, Counter>,
+}
+
+/// Carrier receipts take seconds to minutes; queue lag is seconds-resolution (AMQP timestamps).
+fn slow_histogram() -> Histogram {
+    Histogram::new([
+        0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,9 +153,28 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
+/// Registers a metric and remembers its name, so that [`Metrics::names`] can list families
+/// that have no series yet (the exposition shows only those with at least one).
+fn reg(
+    registry: &mut Registry,
+    names: &mut Vec<&'static str>,
+    name: &'static str,
+    help: &'static str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    names.push(name);
+    registry.register(name, help, metric);
+}
+
 impl Metrics {
+    /// The full name of every metric family, e.g. `otpd_jobs` (exposed as `otpd_jobs_total`).
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.names.iter().map(|n| format!("otpd_{n}"))
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("otpd");
+        let mut names = Vec::new();
         let jobs = Family::default();
         let rejected = Family::default();
         let duplicates = Family::default();
@@ -134,48 +186,72 @@ impl Metrics {
         let provider_unusable = Family::default();
         let store_available = Gauge::default();
         store_available.set(1);
-        registry.register("jobs", "Jobs that reached a terminal state", jobs.clone());
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
+            "jobs",
+            "Jobs that reached a terminal state",
+            jobs.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
             "jobs_rejected",
             "Invalid jobs dead-lettered, by reason",
             rejected.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "duplicates",
             "Jobs for an already-finished challenge, not sent again",
             duplicates.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "in_doubt",
             "Provider calls whose outcome is unknown: interrupted by a crash, or timed out",
             in_doubt.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "provider_breaker_state",
             "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
             breaker_state.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "provider_unusable",
             "Provider-wide permanent errors (credentials, account); each opens the breaker",
             provider_unusable.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "store_available",
             "1 while PostgreSQL answers; 0 while new work is held back",
             store_available.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "provider_attempts",
             "Provider calls by result",
             attempts.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "provider_latency_seconds",
             "Duration of provider calls",
             provider_latency.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "jobs_in_flight",
             "Deliveries being processed by this instance",
             in_flight.clone(),
@@ -185,33 +261,98 @@ impl Metrics {
         let signature_failures = Family::default();
         let verified = Counter::default();
         let prefixes_flagged = Family::default();
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "limited",
             "Jobs refused by a limit, budget, geo permission or conversion block",
             limited.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "spend",
             "Configured price of the messages sent, in the budget's currency",
             spend.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "signature_failures",
             "Jobs with a missing, forged or stale signature",
             signature_failures.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "verified",
             "Verified feedback for known challenges",
             verified.clone(),
         );
-        registry.register(
+        reg(
+            &mut registry,
+            &mut names,
             "prefixes_flagged",
             "Number ranges flagged for low conversion",
             prefixes_flagged.clone(),
         );
+        let retries = Family::default();
+        let in_doubt_resends = Family::default();
+        let receipts = Family::default();
+        let delivery_latency = Family::new_with_constructor(slow_histogram as fn() -> Histogram);
+        let queue_lag = Family::new_with_constructor(slow_histogram as fn() -> Histogram);
+        let webhook_rejected = Family::default();
+        reg(
+            &mut registry,
+            &mut names,
+            "retries",
+            "Provider calls after a job's first",
+            retries.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
+            "in_doubt_resends",
+            "Provider calls made while an earlier call of the job is in doubt",
+            in_doubt_resends.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
+            "receipts",
+            "Final provider receipts applied, by state",
+            receipts.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
+            "delivery_latency_seconds",
+            "From the provider's acceptance to its delivered receipt",
+            delivery_latency.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
+            "queue_lag_seconds",
+            "From the job's AMQP timestamp to otpd's first look at it",
+            queue_lag.clone(),
+        );
+        reg(
+            &mut registry,
+            &mut names,
+            "webhook_rejected",
+            "Provider callbacks refused, by reason",
+            webhook_rejected.clone(),
+        );
         Metrics {
             registry,
+            names,
+            retries,
+            in_doubt_resends,
+            receipts,
+            delivery_latency,
+            queue_lag,
+            webhook_rejected,
             limited,
             spend,
             signature_failures,

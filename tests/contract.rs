@@ -121,6 +121,7 @@ fn the_status_event_example_has_every_documented_field() {
         "detail",
         "rule",
         "retry_after_secs",
+        "carrier_error",
         "in_doubt",
         "metadata",
         "at",
@@ -164,11 +165,12 @@ fn as_object(form: Vec<(&'static str, String)>) -> Value {
 fn twilio_requests_match_twilios_openapi_description() {
     let messages = twilio_request_schema("/2010-04-01/Accounts/{AccountSid}/Messages.json");
     for form in [
-        message_form("+14155550123", "+15005550006", "123456 is your code"),
+        message_form("+14155550123", "+15005550006", "123456 is your code", None),
         message_form(
             "+14155550123",
             "MG0123456789abcdef0123456789abcdef",
             "123456 is your code",
+            Some("https://otpd.example.com/webhooks/twilio"),
         ),
     ] {
         let body = as_object(form);
@@ -180,6 +182,7 @@ fn twilio_requests_match_twilios_openapi_description() {
         "+14155550123",
         "+15005550006",
         "<Response><Say>1, 2</Say></Response>",
+        Some("https://otpd.example.com/webhooks/twilio"),
     ));
     let errors: Vec<String> = calls.iter_errors(&body).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "CreateCall: {errors:?}");

@@ -86,6 +86,7 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
             "must be at least 16 bytes",
         ));
     }
+    validate_http(s)?;
     super::limits::validate_rules(&s.limits)?;
     super::limits::validate_budget(&s.budget)?;
     super::limits::validate_abuse(&s.geo, &s.signing, &s.conversion)?;
@@ -93,6 +94,32 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     validate_messages(s)?;
     validate_delivery(s)?;
     validate_providers(s)
+}
+
+fn validate_http(s: &Settings) -> Result<(), ConfigError> {
+    let public = s.http.public_url.trim();
+    if !public.is_empty() {
+        let ok = reqwest::Url::parse(public).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.has_host()
+        });
+        if !ok {
+            return Err(invalid(
+                "http.public_url",
+                "must be an http(s) URL without a query, e.g. https://otpd.example.com",
+            ));
+        }
+    }
+    let token = s.http.admin_token.expose();
+    if !token.is_empty() && token.len() < 32 {
+        return Err(invalid("http.admin_token", "must be at least 32 bytes"));
+    }
+    if s.audit.seal_interval_ms < 10 {
+        return Err(invalid("audit.seal_interval_ms", "must be at least 10"));
+    }
+    if s.audit.purge_interval_secs < 60 {
+        return Err(invalid("audit.purge_interval_secs", "must be at least 60"));
+    }
+    Ok(())
 }
 
 fn validate_delivery(s: &Settings) -> Result<(), ConfigError> {
@@ -345,6 +372,15 @@ mod tests {
             ),
             ("[signing]\nmode = \"require\"\n", "signing.keys"),
             ("[signing.keys]\nk1 = \"short\"\n", "signing.keys.k1"),
+            (
+                "[http]\npublic_url = \"otpd.example.com\"\n",
+                "http.public_url",
+            ),
+            ("[http]\nadmin_token = \"short\"\n", "http.admin_token"),
+            (
+                "[audit]\npurge_interval_secs = 1\n",
+                "audit.purge_interval_secs",
+            ),
             ("[conversion]\nthreshold = 2.0\n", "conversion.threshold"),
         ] {
             let err = with(toml).unwrap_err().to_string();

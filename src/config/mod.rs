@@ -74,6 +74,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub store: StoreSettings,
     pub http: HttpSettings,
+    pub audit: AuditSettings,
     pub log: LogSettings,
     pub limits: LimitSettings,
     pub budget: BudgetSettings,
@@ -136,6 +137,27 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// The base URL the outside world (Twilio) reaches this listener at; empty for none.
+    pub public_url: String,
+    /// The admin API's bearer token; empty turns the admin API off.
+    pub admin_token: Secret,
+}
+
+impl HttpSettings {
+    /// Where Twilio posts status callbacks, when a public URL is configured.
+    pub fn twilio_callback_url(&self) -> Option<String> {
+        let base = self.public_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/webhooks/twilio"))
+    }
+}
+
+/// The audit chain's sealer and retention.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub seal_interval_ms: u64,
+    pub retention_days: u32,
+    pub purge_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

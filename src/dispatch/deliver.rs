@@ -82,6 +82,7 @@ impl Dispatcher {
             };
             p.attempt += 1;
             let name = self.providers.name(index);
+            self.count_repeat(name, job, &p);
             let lease = self.attempt_timeout + super::LEASE_SLACK;
             if !self
                 .persist(|| self.store.start_attempt(owner, p.attempt, name, lease))
@@ -253,6 +254,20 @@ impl Dispatcher {
         let id = job.challenge_id.as_str();
         self.persist(|| self.store.record_in_doubt(id, attempt, provider, detail))
             .await
+    }
+
+    /// Counts a call that is not the job's first, and one made while another is in doubt.
+    fn count_repeat(&self, provider: &str, job: &Job, p: &Progress) {
+        let channel = job.channel.as_str();
+        if p.attempt > 1 {
+            let provider = provider.to_string();
+            let labels = ProviderLabels { provider, channel };
+            self.metrics.retries.get_or_create(&labels).inc();
+        }
+        if p.in_doubt {
+            let labels = ChannelLabels { channel };
+            self.metrics.in_doubt_resends.get_or_create(&labels).inc();
+        }
     }
 
     fn observe_attempt(&self, provider: &str, job: &Job, attempted: &Attempted) {

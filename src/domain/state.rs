@@ -3,12 +3,16 @@
 use std::fmt;
 
 /// `received → sending → sent | failed | expired | rate_limited | rejected`; a job may also go
-/// straight from `received` to `expired`, `rate_limited` or `rejected`.
+/// straight from `received` to `expired`, `rate_limited` or `rejected`. A provider's final
+/// receipt moves `sent` on to `delivered` or `undelivered`, once; nothing else leaves a terminal
+/// state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
     Received,
     Sending,
     Sent,
+    Delivered,
+    Undelivered,
     Failed,
     Expired,
     RateLimited,
@@ -16,10 +20,12 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    const ALL: [DeliveryState; 7] = [
+    const ALL: [DeliveryState; 9] = [
         DeliveryState::Received,
         DeliveryState::Sending,
         DeliveryState::Sent,
+        DeliveryState::Delivered,
+        DeliveryState::Undelivered,
         DeliveryState::Failed,
         DeliveryState::Expired,
         DeliveryState::RateLimited,
@@ -31,6 +37,8 @@ impl DeliveryState {
             DeliveryState::Received => "received",
             DeliveryState::Sending => "sending",
             DeliveryState::Sent => "sent",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Undelivered => "undelivered",
             DeliveryState::Failed => "failed",
             DeliveryState::Expired => "expired",
             DeliveryState::RateLimited => "rate_limited",

@@ -88,7 +88,7 @@ impl Providers {
                             .ok_or_else(|| BuildError::Unknown(name.clone()))?;
                         slots.push(Slot {
                             name: name.clone(),
-                            provider: Provider::build(config)?,
+                            provider: Provider::build(config, s.http.twilio_callback_url())?,
                             breaker: Mutex::new(Breaker::new(
                                 s.delivery.breaker_failures,
                                 open_for,

@@ -12,6 +12,7 @@ mod log;
 mod smtp;
 pub mod throttle;
 pub mod twilio;
+pub mod twilio_receipt;
 
 pub use chain::{Attempted, Pick, Providers, Reservation};
 pub use log::LogProvider;
@@ -116,10 +117,16 @@ pub enum BuildError {
 }
 
 impl Provider {
-    fn build(config: &ProviderConfig) -> Result<Provider, BuildError> {
+    /// `status_callback`: where Twilio should post delivery receipts, if anywhere.
+    fn build(
+        config: &ProviderConfig,
+        status_callback: Option<String>,
+    ) -> Result<Provider, BuildError> {
         Ok(match config {
             ProviderConfig::Log(_) => Provider::Log(LogProvider),
-            ProviderConfig::Twilio(t) => Provider::Twilio(Box::new(TwilioClient::new(t)?)),
+            ProviderConfig::Twilio(t) => {
+                Provider::Twilio(Box::new(TwilioClient::new(t, status_callback)?))
+            }
             ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
         })
     }

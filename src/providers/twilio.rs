@@ -19,6 +19,8 @@ pub struct TwilioClient {
     auth_token: Secret,
     sms_from: String,
     voice_from: String,
+    /// Where Twilio posts status callbacks (`http.public_url` + `/webhooks/twilio`), if set.
+    status_callback: Option<String>,
 }
 
 /// Destination-specific Twilio error codes: the number itself is wrong, so neither a retry nor
@@ -32,7 +34,10 @@ const INVALID_DESTINATION_CODES: [u64; 5] = [21211, 21214, 21217, 21614, 13224];
 const ACCOUNT_CODES: [u64; 6] = [20003, 20005, 10001, 21212, 21606, 21608];
 
 impl TwilioClient {
-    pub fn new(s: &TwilioSettings) -> Result<TwilioClient, super::BuildError> {
+    pub fn new(
+        s: &TwilioSettings,
+        status_callback: Option<String>,
+    ) -> Result<TwilioClient, super::BuildError> {
         let err = |e: &dyn std::fmt::Display| super::BuildError::Twilio(e.to_string());
         let base = Url::parse(&s.base_url).map_err(|e| err(&e))?;
         let account = format!("2010-04-01/Accounts/{}/", s.account_sid);
@@ -51,18 +56,20 @@ impl TwilioClient {
             auth_token: s.auth_token.clone(),
             sms_from: s.sms_from.clone(),
             voice_from: s.voice_from.clone(),
+            status_callback,
         })
     }
 
     pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+        let callback = self.status_callback.as_deref();
         let (url, form) = match message {
             Message::Sms { body } => (
                 &self.messages_url,
-                message_form(to.expose(), &self.sms_from, body),
+                message_form(to.expose(), &self.sms_from, body, callback),
             ),
             Message::Voice { twiml } => (
                 &self.calls_url,
-                call_form(to.expose(), &self.voice_from, twiml),
+                call_form(to.expose(), &self.voice_from, twiml, callback),
             ),
             Message::Email { .. } => {
                 let detail = "twilio cannot deliver email; check [channels]".to_string();
@@ -96,27 +103,46 @@ impl TwilioClient {
 }
 
 /// The CreateMessage form. A Messaging Service SID goes in `MessagingServiceSid`, a number or
-/// alphanumeric sender in `From`.
-pub fn message_form(to: &str, from: &str, body: &str) -> Vec<(&'static str, String)> {
+/// alphanumeric sender in `From`. `StatusCallback` asks Twilio to post the delivery receipt.
+pub fn message_form(
+    to: &str,
+    from: &str,
+    body: &str,
+    status_callback: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let sender = if from.starts_with("MG") {
         "MessagingServiceSid"
     } else {
         "From"
     };
-    vec![
+    let mut form = vec![
         ("To", to.to_string()),
         (sender, from.to_string()),
         ("Body", body.to_string()),
-    ]
+    ];
+    if let Some(url) = status_callback {
+        form.push(("StatusCallback", url.to_string()));
+    }
+    form
 }
 
-/// The CreateCall form with inline TwiML, so no webhook has to serve it.
-pub fn call_form(to: &str, from: &str, twiml: &str) -> Vec<(&'static str, String)> {
-    vec![
+/// The CreateCall form with inline TwiML, so no webhook has to serve it. With a callback,
+/// Twilio posts only the `completed` event (its default), which carries the call's end status.
+pub fn call_form(
+    to: &str,
+    from: &str,
+    twiml: &str,
+    status_callback: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut form = vec![
         ("To", to.to_string()),
         ("From", from.to_string()),
         ("Twiml", twiml.to_string()),
-    ]
+    ];
+    if let Some(url) = status_callback {
+        form.push(("StatusCallback", url.to_string()));
+    }
+    form
 }
 
 /// Maps a Twilio response to the outcome. Every 2xx is success (Kratos #3399 counted a 202 as
@@ -267,8 +293,8 @@ mod tests {
 
     #[test]
     fn messaging_service_sids_use_their_own_field() {
-        let f = message_form("+1", "MG0123456789abcdef0123456789abcdef", "hi");
+        let f = message_form("+1", "MG0123456789abcdef0123456789abcdef", "hi", None);
         assert_eq!(f[1].0, "MessagingServiceSid");
-        assert_eq!(message_form("+1", "+15005550006", "hi")[1].0, "From");
+        assert_eq!(message_form("+1", "+15005550006", "hi", None)[1].0, "From");
     }
 }

@@ -273,7 +273,8 @@ impl Store {
             "WITH d AS (UPDATE deliveries
                            SET state = $2, attempt = $3, provider = COALESCE($4, provider),
                                provider_message_id = $5, reason = $6, detail = $7, rule = $12, retry_at = $13,
-                               lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now()
+                               lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now(),
+                               sent_at = CASE WHEN $2 = 'sent' THEN now() END
                          WHERE challenge_id = $1 AND lease_token = $11 RETURNING challenge_id)
              INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
                                           latency_ms, reason, detail, in_doubt)

@@ -5,11 +5,19 @@
 //! need no database. Each state change is one statement (or one transaction) so that a crash
 //! leaves either the old state or the new one, never half of both.
 
+mod audit;
 mod deliveries;
+mod health;
 mod limits;
+mod receipts;
+mod views;
 
+pub use audit::{PurgeTrigger, Purged, Verification};
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
+pub use health::{MinuteCount, ProviderWindow, ReportRow};
 pub use limits::{Admission, Conversion};
+pub use receipts::{ReceiptOutcome, Receipted};
+pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
 
 use crate::config::{DatabaseSettings, Secret};
 use hmac::{Hmac, Mac};

@@ -166,6 +166,11 @@ impl TestApp {
     /// and queues, with `env` (`OTPD__` variables without the prefix) on top. It is killed
     /// when the handle is dropped.
     pub fn spawn_process(&self, env: &[(&str, &str)]) -> tokio::process::Child {
+        self.process(env).spawn().expect("the otpd binary starts")
+    }
+
+    /// The command [`TestApp::spawn_process`] runs, for a caller to add to before spawning.
+    pub fn process(&self, env: &[(&str, &str)]) -> tokio::process::Command {
         let s = &self.suffix;
         let mut base: Vec<(String, String)> = [
             ("AMQP__URL", AMQP_URL.to_string()),
@@ -190,7 +195,7 @@ impl TestApp {
         for (k, v) in base {
             cmd.env(format!("OTPD__{k}"), v);
         }
-        cmd.spawn().expect("the otpd binary starts")
+        cmd
     }
 
     /// Waits (polling the broker, bounded) until the jobs queue has `n` consumers.
@@ -378,7 +383,6 @@ async fn cleanup(suffix: &str) {
     }
 }
 
-/// A valid job with a fresh challenge_id, expiring in five minutes.
 /// Settings that send SMS and voice through the fake Twilio at `server`.
 pub fn twilio(server: &wiremock::MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
     let base = server.uri();
@@ -407,6 +411,7 @@ impl wiremock::Respond for Signal {
     }
 }
 
+/// A valid job with a fresh challenge_id, expiring in five minutes.
 pub fn job(channel: &str, to: &str, code: &str) -> Value {
     serde_json::json!({
         "version": 1,
@@ -418,6 +423,26 @@ pub fn job(channel: &str, to: &str, code: &str) -> Value {
         "expires_at": (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339(),
         "metadata": {"purpose": "login"},
     })
+}
+
+/// Runs an `otpd` command (not `run`) of the built binary against this test's database and
+/// returns its exit status and standard output.
+pub async fn cli(suffix: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .args(args)
+        .env(
+            "OTPD__DATABASE__URL",
+            format!("postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}"),
+        )
+        .env("OTPD__LOG__FILTER", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .await
+        .expect("the otpd binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.len() < 4000, "otpd {args:?} wrote: {stderr}");
+    (out.status, stdout)
 }
 
 pub fn id(job: &Value) -> String {

@@ -1,14 +1,25 @@
-//! `/healthz` (the process answers), `/readyz` (a real round trip to PostgreSQL and an open
-//! confirm-mode channel to RabbitMQ) and `/metrics` (Prometheus text).
+//! The HTTP listener: `/healthz` (the process answers), `/readyz` (a real round trip to
+//! PostgreSQL and an open confirm-mode channel to RabbitMQ), `/metrics` (Prometheus text),
+//! `/status` (the status page), `/webhooks/twilio` (delivery receipts) and the admin API
+//! under `/v1` (bearer token).
 
+mod admin;
+mod status;
+mod webhooks;
+
+pub use admin::OPENAPI;
+pub use status::{format_failures, format_ms, render as render_status};
+
+use crate::config::Secret;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
+use crate::receipts::Receipts;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +28,11 @@ pub struct HttpState {
     pub store: Store,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
+    pub receipts: Arc<Receipts>,
+    /// The admin API's bearer token; empty: every admin request is refused.
+    pub admin_token: Secret,
+    /// Configured provider instance names, for circuit states in the health view.
+    pub providers: Arc<[String]>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -24,6 +40,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status::page))
+        .route("/webhooks/twilio", post(webhooks::twilio))
+        .merge(admin::router(state.clone()))
         .with_state(state)
 }
 
@@ -49,5 +68,14 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         s.metrics.encode(),
+    )
+}
+
+/// A store failure behind an operator view: logged, answered 503 without details.
+fn unavailable(e: crate::store::StoreError) -> (StatusCode, &'static str) {
+    tracing::warn!(error = %e, "an HTTP view could not read the store");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable\n",
     )
 }

@@ -1,0 +1,91 @@
+//! The hash-chained audit trail and retention.
+//!
+//! [`chain`] is the pure hashing; the store holds the sealer, verification and purges; this
+//! module runs them on a schedule and parses the command line's durations.
+
+pub mod chain;
+
+use crate::config::AuditSettings;
+use crate::store::{PurgeTrigger, Store};
+use chrono::Utc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Seals new events every `seal_interval_ms` and, with a retention set, purges every
+/// `purge_interval_secs`, until shutdown; then seals once more so a clean stop leaves nothing
+/// unsealed. Store errors are logged and retried at the next tick: an outage must not stop
+/// the daemon, and nothing is lost by sealing later.
+pub async fn run(store: Store, settings: AuditSettings, shutdown: CancellationToken) {
+    let mut seal = tokio::time::interval(Duration::from_millis(settings.seal_interval_ms));
+    let mut purge = tokio::time::interval(Duration::from_secs(settings.purge_interval_secs));
+    seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = seal.tick() => {
+                if let Err(e) = store.seal().await {
+                    tracing::warn!(error = %e, "sealing the audit chain failed; retrying");
+                }
+            }
+            _ = purge.tick(), if settings.retention_days > 0 => {
+                scheduled_purge(&store, settings.retention_days).await;
+            }
+        }
+    }
+    if let Err(e) = store.seal().await {
+        tracing::warn!(error = %e, "sealing the audit chain at shutdown failed");
+    }
+}
+
+async fn scheduled_purge(store: &Store, days: u32) {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+    match store.purge(cutoff, PurgeTrigger::Scheduled).await {
+        Ok(p) if p.events > 0 || p.deliveries > 0 => tracing::info!(
+            events = p.events,
+            deliveries = p.deliveries,
+            through_seq = p.through_seq,
+            %cutoff,
+            "purged expired audit records"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "scheduled purge failed; retrying later"),
+    }
+}
+
+/// Parses `90d`, `12h`, `30m` or `45s`.
+pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.len().saturating_sub(1);
+    let (n, unit) = (s.get(..split).unwrap_or(""), s.get(split..).unwrap_or(""));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number and a unit, e.g. 30d, 12h, 90m"))?;
+    let secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("`{s}`: the unit must be d, h, m or s")),
+    };
+    n.checked_mul(secs)
+        .filter(|v| *v >= 0)
+        .map(chrono::Duration::seconds)
+        .ok_or_else(|| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+
+    #[test]
+    fn ages_parse_with_their_units() {
+        assert_eq!(parse_age("30d").unwrap().num_days(), 30);
+        assert_eq!(parse_age("1h").unwrap().num_seconds(), 3600);
+        assert_eq!(parse_age("90m").unwrap().num_minutes(), 90);
+        assert_eq!(parse_age("0s").unwrap().num_seconds(), 0);
+        for bad in ["", "d", "30", "30w", "-1d", "1.5h", "99999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+}

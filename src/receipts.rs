@@ -1,0 +1,196 @@
+//! Delivery receipts: a provider's word that a message reached the handset (or did not).
+//!
+//! Receipts arrive over HTTP (the webhook in [`crate::http`]), are checked and read by the
+//! provider's own pure code ([`crate::providers::twilio_receipt`]), and are applied here: the
+//! store moves the delivery out of `sent`, then the status event is published. Housekeeping
+//! applies receipts that arrived before their delivery was recorded and republishes events the
+//! broker did not confirm, since a provider does not send a callback twice.
+
+use crate::config::{ProviderConfig, Secret, Settings};
+use crate::domain::{Channel, DeliveryState};
+use crate::events::{Publisher, StatusEvent};
+use crate::metrics::{Metrics, ReceiptLabels};
+use crate::providers::twilio_receipt;
+use crate::store::{ReceiptOutcome, Receipted, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    /// The signature is missing or wrong, or no Twilio account or public URL is configured.
+    #[error("the callback's signature does not verify")]
+    Forbidden,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Receipts {
+    store: Store,
+    publisher: Arc<Publisher>,
+    metrics: Arc<Metrics>,
+    /// The URL Twilio signs (the callback URL otpd gave it).
+    twilio_url: Option<String>,
+    /// Each configured Twilio account's SID and auth token.
+    twilio_accounts: Vec<(String, Secret)>,
+}
+
+impl Receipts {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        publisher: Arc<Publisher>,
+        metrics: Arc<Metrics>,
+    ) -> Receipts {
+        let twilio_accounts = settings
+            .providers
+            .0
+            .values()
+            .filter_map(|p| match p {
+                ProviderConfig::Twilio(t) if !t.auth_token.is_empty() => {
+                    Some((t.account_sid.clone(), t.auth_token.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        Receipts {
+            store,
+            publisher,
+            metrics,
+            twilio_url: settings.http.twilio_callback_url(),
+            twilio_accounts,
+        }
+    }
+
+    /// A Twilio status callback: `body` is its form, `signature` its `X-Twilio-Signature`.
+    /// The signing account is the one the callback names in `AccountSid`.
+    pub async fn twilio(&self, signature: Option<&str>, body: &[u8]) -> Result<(), ReceiptError> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let account = params
+            .iter()
+            .find(|(k, _)| k == "AccountSid")
+            .map(|(_, v)| v.as_str());
+        let token = self
+            .twilio_accounts
+            .iter()
+            .find(|(sid, _)| Some(sid.as_str()) == account)
+            .map(|(_, token)| token);
+        let (Some(url), Some(token), Some(signature)) = (&self.twilio_url, token, signature) else {
+            return Err(ReceiptError::Forbidden);
+        };
+        if !twilio_receipt::verify(token.expose(), url, &params, signature) {
+            return Err(ReceiptError::Forbidden);
+        }
+        let Some(receipt) = twilio_receipt::read(&params) else {
+            return Ok(());
+        };
+        let outcome = self
+            .store
+            .apply_receipt(&receipt.sid, receipt.state, receipt.error.as_deref())
+            .await?;
+        if let ReceiptOutcome::Applied(row) = outcome {
+            self.announce(&row).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs [`Receipts::housekeeping`] every few seconds until shutdown.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::debug!(error = %e, "receipt housekeeping failed; trying again later");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies parked receipts and republishes unconfirmed receipt events.
+    pub async fn housekeeping(&self) -> Result<(), StoreError> {
+        for row in self.store.apply_pending_receipts().await? {
+            self.announce(&row).await?;
+        }
+        for row in self.store.unpublished_receipts(10.0).await? {
+            self.publish(&row).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a freshly applied receipt and publishes its event.
+    async fn announce(&self, row: &Receipted) -> Result<(), StoreError> {
+        let labels = ReceiptLabels {
+            provider: row.provider.clone().unwrap_or_default(),
+            channel: channel_label(row.channel.as_deref()),
+            country: row.country.clone().unwrap_or_else(|| "none".into()),
+            state: state_label(&row.state),
+        };
+        self.metrics.receipts.get_or_create(&labels).inc();
+        if let (Some(secs), DeliveryState::Delivered) =
+            (row.after_sent_secs, parse_state(&row.state))
+        {
+            self.metrics
+                .delivery_latency
+                .get_or_create(&crate::metrics::ProviderLabels {
+                    provider: labels.provider,
+                    channel: labels.channel,
+                })
+                .observe(secs.max(0.0));
+        }
+        self.publish(row).await
+    }
+
+    /// A publish failure is logged, not returned: the receipt is committed, and housekeeping
+    /// republishes its event.
+    async fn publish(&self, row: &Receipted) -> Result<(), StoreError> {
+        let state = parse_state(&row.state);
+        let metadata = BTreeMap::new();
+        let event = StatusEvent {
+            version: 1,
+            event_id: format!("{}/{}", row.challenge_id, state.event_name()),
+            challenge_id: &row.challenge_id,
+            account_id: row.account_id.as_deref(),
+            channel: row.channel.as_deref(),
+            state: state.event_name(),
+            attempt: row.attempt,
+            provider: row.provider.as_deref(),
+            provider_message_id: row.provider_message_id.as_deref(),
+            reason: (state == DeliveryState::Undelivered).then_some("carrier_undelivered"),
+            detail: None,
+            rule: None,
+            retry_after_secs: None,
+            carrier_error: row.carrier_error.as_deref(),
+            in_doubt: false,
+            metadata: &metadata,
+            at: row.receipt_at,
+        };
+        match self.publisher.publish_event(&event).await {
+            Ok(()) => self.store.mark_receipt_published(&row.challenge_id).await,
+            Err(e) => {
+                tracing::warn!(challenge_id = %row.challenge_id, error = %e,
+                    "receipt event not published; housekeeping retries it");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_state(s: &str) -> DeliveryState {
+    // The store only ever writes these two states from a receipt.
+    match s {
+        "delivered" => DeliveryState::Delivered,
+        _ => DeliveryState::Undelivered,
+    }
+}
+
+fn state_label(s: &str) -> &'static str {
+    parse_state(s).as_str()
+}
+
+fn channel_label(c: Option<&str>) -> &'static str {
+    c.and_then(Channel::parse).map_or("none", Channel::as_str)
+}

@@ -1,0 +1,109 @@
+//! The audit trail's integrity and retention through the `otpd` commands: a purge removes old
+//! records and is itself recorded, `otpd audit verify` still passes after it, and it fails on
+//! an edited, a deleted or a removed newest event.
+
+mod support;
+
+use support::*;
+
+async fn exec(app: &TestApp, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&app.db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
+    // The daemon seals only at start-up here, so the test can backdate events before they are
+    // chained (a real backdating afterwards is exactly what verify must catch).
+    let mut app = TestApp::spawn(|s| s.audit.seal_interval_ms = 3_600_000).await;
+    let jobs: Vec<_> = (0..4)
+        .map(|i| job("sms", &format!("+44740012345{i}"), "482913"))
+        .collect();
+    for j in &jobs {
+        app.publish(j).await;
+        app.event_where(|k, e| k == "delivery.sent" && e["challenge_id"] == id(j))
+            .await;
+    }
+    let old = format!("'{}', '{}'", id(&jobs[0]), id(&jobs[1]));
+    exec(&app, &format!("UPDATE deliveries SET created_at = created_at - interval '40 days' WHERE challenge_id IN ({old})")).await;
+    exec(
+        &app,
+        &format!(
+            "UPDATE delivery_events SET at = at - interval '40 days' WHERE challenge_id IN ({old})"
+        ),
+    )
+    .await;
+
+    let (status, out) = cli(&app.suffix, &["purge", "--older-than", "30d"]).await;
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("purged 2 deliveries and 6 audit events"),
+        "{out}"
+    );
+    let purge: (String, i64, i64) =
+        sqlx::query_as("SELECT trigger, events_deleted, deliveries_deleted FROM audit_purges")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(purge, ("command".to_string(), 6, 2));
+    let left: (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left.0, 2);
+
+    let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("checked 6 events") && out.contains("intact"),
+        "{out}"
+    );
+
+    let (first,): (i64,) = sqlx::query_as("SELECT min(seq) FROM delivery_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let edited = first + 1;
+    exec(
+        &app,
+        &format!("UPDATE delivery_events SET detail = 'nothing to see' WHERE seq = {edited}"),
+    )
+    .await;
+    let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("event {edited} ")) && out.contains("edited"),
+        "{out}"
+    );
+    exec(
+        &app,
+        &format!("UPDATE delivery_events SET detail = NULL WHERE seq = {edited}"),
+    )
+    .await;
+    let (status, _) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert!(status.success(), "undoing the edit restores the chain");
+
+    exec(
+        &app,
+        &format!("DELETE FROM delivery_events WHERE seq = {}", first + 2),
+    )
+    .await;
+    exec(
+        &app,
+        "DELETE FROM delivery_events WHERE seq = (SELECT max(seq) FROM delivery_events)",
+    )
+    .await;
+    let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        out.contains(&format!(
+            "events {} to {} are missing",
+            first + 2,
+            first + 2
+        )),
+        "{out}"
+    );
+    assert!(out.contains("newest events were deleted"), "{out}");
+}

@@ -1,0 +1,44 @@
+//! Deployment: the systemd watchdog protocol, spoken by the real binary to a notify socket
+//! this test owns, as systemd would.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use tokio::net::UnixDatagram;
+
+/// Collects sd_notify datagrams until one equals `wanted`; returns all seen.
+async fn until(socket: &UnixDatagram, wanted: &str, seen: &mut Vec<String>) {
+    let mut buf = [0u8; 512];
+    while !seen.iter().any(|m| m == wanted) {
+        let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("`{wanted}` in time; got {seen:?}"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.extend(text.lines().map(str::to_string));
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_reports_ready_and_feeds_the_watchdog_while_healthy() {
+    let app = TestApp::spawn(|_| {}).await;
+    let dir = std::env::temp_dir().join(format!("otpd-notify-{}", app.suffix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let mut cmd = app.process(&[]);
+    cmd.env("NOTIFY_SOCKET", &path).env(
+        "WATCHDOG_USEC",
+        Duration::from_millis(400).as_micros().to_string(),
+    );
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = Vec::new();
+    until(&socket, "READY=1", &mut seen).await;
+    // Two pings prove a repeating task, not a single notification at start-up.
+    until(&socket, "WATCHDOG=1", &mut seen).await;
+    seen.retain(|m| m != "WATCHDOG=1");
+    until(&socket, "WATCHDOG=1", &mut seen).await;
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
