@@ -11,6 +11,7 @@
 //!                    ├──► providers (twilio, smtp, log)
 //!                    ├──► store (PostgreSQL)
 //!                    └──► events (status events, dead letters)
+//! http (webhooks) ──► receipts ──► store, events
 //! ```
 //!
 //! - [`domain`]: the job contract and the newtypes it is parsed into (`PhoneNumber`,
@@ -25,7 +26,11 @@
 //! - [`store`]: PostgreSQL: the per-challenge state and the append-only audit trail.
 //! - [`events`]: status events and dead-lettering, with publisher confirms.
 //! - [`amqp`]: connection and topology.
-//! - [`http`]: health, readiness and metrics endpoints; [`metrics`]: every metric name.
+//! - [`http`]: health, readiness, metrics, the status page, the admin API and provider
+//!   webhooks; [`metrics`]: every metric name.
+//! - [`receipts`]: provider delivery receipts, applied once to `sent` deliveries.
+//! - [`audit`]: the hash-chained audit trail's sealer and retention; [`report`]: `otpd report`.
+//! - [`watchdog`]: systemd watchdog pings, each after a real `/healthz` round trip.
 //! - [`config`]: layered, validated settings; [`telemetry`]: logging; [`app`]: the wiring.
 //!
 //! See ARCHITECTURE.md for the invariants.
