@@ -107,3 +107,75 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
     );
     assert!(out.contains("newest events were deleted"), "{out}");
 }
+
+/// Waits (polling the database, bounded) until `sql` returns true.
+async fn until(app: &TestApp, sql: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (done,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        if done {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "in time: {sql}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_seals_new_events_and_purges_on_its_schedule() {
+    let mut app = TestApp::spawn(|s| {
+        s.audit.seal_interval_ms = 50;
+        s.audit.retention_days = 30;
+    })
+    .await;
+    // Two deliveries from 40 days ago (one transaction: a purge may run at any moment), then
+    // a fresh one; the chain holds them in that order.
+    sqlx::raw_sql(
+        "INSERT INTO deliveries (challenge_id, state, created_at) VALUES
+           ('old-1', 'sent', now() - interval '40 days'), ('old-2', 'failed', now() - interval '40 days');
+         INSERT INTO delivery_events (challenge_id, kind, state, at) VALUES
+           ('old-1', 'state', 'sent', now() - interval '40 days'),
+           ('old-2', 'state', 'failed', now() - interval '40 days');",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    until(
+        &app,
+        "SELECT count(*) = 0 FROM delivery_events WHERE seq IS NULL",
+    )
+    .await;
+    let fresh = job("sms", "+447400123456", "482913");
+    app.publish(&fresh).await;
+    app.event_where(|k, e| k == "delivery.sent" && e["challenge_id"] == id(&fresh))
+        .await;
+    until(
+        &app,
+        "SELECT count(*) = 0 FROM delivery_events WHERE seq IS NULL",
+    )
+    .await;
+
+    // A purge is scheduled at every start and then every purge_interval_secs.
+    app.stop().await;
+    app.start_again().await;
+    until(
+        &app,
+        "SELECT EXISTS (SELECT 1 FROM audit_purges WHERE trigger = 'scheduled')",
+    )
+    .await;
+    let purged: (i64, i64) = sqlx::query_as(
+        "SELECT sum(events_deleted)::bigint, sum(deliveries_deleted)::bigint FROM audit_purges",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(purged, (2, 2));
+    let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert!(
+        status.success() && out.contains("checked 3 events"),
+        "{out}"
+    );
+}

@@ -50,19 +50,25 @@ impl Store {
         state: DeliveryState,
         carrier_error: Option<&str>,
     ) -> Result<ReceiptOutcome, StoreError> {
-        if let Some(row) = self
-            .move_sent(provider_message_id, state.as_str(), carrier_error)
-            .await?
-        {
-            return Ok(ReceiptOutcome::Applied(Box::new(row)));
-        }
-        let known: Option<(String,)> =
-            sqlx::query_as("SELECT state FROM deliveries WHERE provider_message_id = $1 LIMIT 1")
-                .bind(provider_message_id)
-                .fetch_optional(self.pool())
-                .await?;
-        if known.is_some() {
-            return Ok(ReceiptOutcome::Ignored);
+        // Twice: the delivery may have committed `sent` between the first try and the look-up.
+        for _ in 0..2 {
+            if let Some(row) = self
+                .move_sent(provider_message_id, state.as_str(), carrier_error)
+                .await?
+            {
+                return Ok(ReceiptOutcome::Applied(Box::new(row)));
+            }
+            let known: Option<(String,)> = sqlx::query_as(
+                "SELECT state FROM deliveries WHERE provider_message_id = $1 LIMIT 1",
+            )
+            .bind(provider_message_id)
+            .fetch_optional(self.pool())
+            .await?;
+            match known {
+                Some((s,)) if s == "sent" => continue,
+                Some(_) => return Ok(ReceiptOutcome::Ignored),
+                None => break,
+            }
         }
         sqlx::query(
             "INSERT INTO pending_receipts (provider_message_id, state, carrier_error) VALUES ($1, $2, $3)
