@@ -46,7 +46,8 @@ const HEAD: &str = "<!doctype html><html lang=en><head><meta charset=utf-8>\
 body{font:14px system-ui,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}\
 .tiles{display:flex;gap:12px;flex-wrap:wrap}.tile{background:#fff;border:1px solid #dde;border-radius:6px;padding:10px 16px;min-width:130px}\
 .tile b{display:block;font-size:24px}.muted{color:#667}table{border-collapse:collapse;background:#fff}\
-td,th{border:1px solid #dde;padding:4px 10px;text-align:right}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}\
+td,th{border:1px solid #dde;padding:4px 10px;text-align:right}\
+td:nth-child(-n+3),th:nth-child(-n+3),td:last-child,th:last-child{text-align:left}\
 .bad{color:#b3261e}.ok{color:#1b7f3b}</style></head><body>";
 
 fn tiles(html: &mut String, rows: &[ReportRow]) {
@@ -114,9 +115,9 @@ fn minute_chart(html: &mut String, now: DateTime<Utc>, minutes: &[MinuteCount]) 
     }
     let _ = write!(
         html,
-        "<text x=0 y={} font-size=11 fill='#667'>−60 min</text><text x={} y={} font-size=11 fill='#667'>now (max {max}/min)</text></svg>",
+        "<text x=0 y={} font-size=11 fill='#667'>−60 min</text>\
+         <text x={W} y={} font-size=11 fill='#667' text-anchor=end>now (max {max}/min)</text></svg>",
         H + 14,
-        W - 110,
         H + 14
     );
 }
