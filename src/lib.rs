@@ -21,7 +21,7 @@
 //! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
 //! - [`retry`]: the pure retry policy (capped exponential backoff, full jitter, expiry).
 //! - [`limits`]: per-destination and per-account rate limits.
-//! - [`render`]: the message text for each channel.
+//! - [`render`]: the message text for each channel; [`segments`]: what an SMS costs.
 //! - [`providers`]: delivery to vendors; they never touch the store or the broker.
 //! - [`store`]: PostgreSQL: the per-challenge state and the append-only audit trail.
 //! - [`events`]: status events and dead-lettering, with publisher confirms.
@@ -51,6 +51,7 @@ pub mod receipts;
 pub mod render;
 pub mod report;
 pub mod retry;
+pub mod segments;
 pub mod store;
 pub mod telemetry;
 pub mod watchdog;
