@@ -127,7 +127,7 @@ impl Receipts {
             provider: row.provider.clone().unwrap_or_default(),
             channel: channel_label(row.channel.as_deref()),
             country: row.country.clone().unwrap_or_else(|| "none".into()),
-            state: state_label(&row.state),
+            state: parse_state(&row.state).as_str(),
         };
         self.metrics.receipts.get_or_create(&labels).inc();
         if let (Some(secs), DeliveryState::Delivered) =
@@ -179,16 +179,9 @@ impl Receipts {
     }
 }
 
+/// The store only ever writes `delivered` or `undelivered` from a receipt.
 fn parse_state(s: &str) -> DeliveryState {
-    // The store only ever writes these two states from a receipt.
-    match s {
-        "delivered" => DeliveryState::Delivered,
-        _ => DeliveryState::Undelivered,
-    }
-}
-
-fn state_label(s: &str) -> &'static str {
-    parse_state(s).as_str()
+    DeliveryState::parse(s).unwrap_or(DeliveryState::Undelivered)
 }
 
 fn channel_label(c: Option<&str>) -> &'static str {

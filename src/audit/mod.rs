@@ -40,11 +40,6 @@ pub async fn run(store: Store, settings: AuditSettings, shutdown: CancellationTo
 
 async fn scheduled_purge(store: &Store, days: u32) {
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-    // Seal first: a purge removes only sealed events, so that the chain stays whole.
-    if let Err(e) = store.seal().await {
-        tracing::warn!(error = %e, "sealing before the scheduled purge failed; retrying later");
-        return;
-    }
     match store.purge(cutoff, PurgeTrigger::Scheduled).await {
         Ok(p) if p.events > 0 || p.deliveries > 0 => tracing::info!(
             events = p.events,

@@ -7,8 +7,7 @@ mod admin;
 mod status;
 mod webhooks;
 
-pub use admin::OPENAPI;
-pub use status::{format_failures, format_ms, render as render_status};
+pub use status::{format_failures, format_ms};
 
 use crate::config::Secret;
 use crate::events::Publisher;

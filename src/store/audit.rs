@@ -154,6 +154,8 @@ impl Store {
         older_than: DateTime<Utc>,
         trigger: PurgeTrigger,
     ) -> Result<Purged, StoreError> {
+        // Only sealed events are purged, so seal first: the chain then covers all it removes.
+        self.seal().await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK)
