@@ -1,0 +1,98 @@
+//! The ceiling otpd is compared with, measured in the same run on the same machine: what the
+//! broker and the database allow for the same messages when nothing else is done with them.
+
+use super::load::{self, Target, Timeline};
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
+use std::time::Instant;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A bare lapin consumer on a quorum queue that only acks, with otpd's prefetch, consuming
+/// while the same jobs are published as fast as the broker confirms them (as otpd's full-speed
+/// run is): messages/s from the first publish to the last ack.
+pub async fn broker(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetch: u16) -> f64 {
+    let queue = format!("bench-{:x}.ceiling", std::process::id());
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), durable, args)
+        .await
+        .unwrap();
+    let consumer_ch = conn.create_channel().await.unwrap();
+    consumer_ch
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consumer_ch
+        .basic_consume(
+            queue.as_str().into(),
+            "ceiling".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let n = bodies.len();
+    let t0 = Instant::now();
+    let drain = tokio::spawn(async move {
+        for _ in 0..n {
+            let d = consumer.next().await.unwrap().unwrap();
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    });
+    let timeline = Timeline::new(t0, n);
+    let to = Target {
+        channel: ch,
+        exchange: "",
+        routing_key: &queue,
+    };
+    load::publish(to, bodies.iter().cloned().enumerate(), None, &timeline).await;
+    drain.await.unwrap();
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = consumer_ch.close(200, "done".into()).await;
+    rate
+}
+
+/// Rows/s of a batched insert of `n` rows shaped like otpd's audit rows, 1,000 per UNNEST
+/// statement, into a fresh database.
+pub async fn database(n: usize) -> f64 {
+    let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+    let db = format!("otpd_bench_ceiling_{:x}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&format!("{PG}/{db}")).await.unwrap();
+    sqlx::query("CREATE TABLE e (id bigserial PRIMARY KEY, challenge_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text NOT NULL, state text)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(|i| format!("b-{i}")).collect();
+        sqlx::query("INSERT INTO e (challenge_id, kind, state) SELECT id, 'state', 'sent' FROM UNNEST($1::text[]) AS t(id)")
+            .bind(&ids)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    rate
+}

@@ -1,0 +1,104 @@
+//! The release `otpd` binary as a child process on the run's own queues and database.
+
+use super::fake::SID;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The run's settings: the shipped defaults (and any `OTPD__` variable set for the bench, which
+/// the child inherits too) with names of its own.
+pub fn settings(suffix: &str) -> otpd::config::Settings {
+    let mut s = otpd::config::load(None).expect("the defaults and OTPD__ variables load");
+    s.amqp.jobs_exchange = format!("bench-{suffix}.jobs");
+    s.amqp.jobs_queue = format!("bench-{suffix}.jobs");
+    s.amqp.dead_letter_exchange = format!("bench-{suffix}.dlx");
+    s.amqp.dead_letter_queue = format!("bench-{suffix}.dead");
+    s.amqp.events_exchange = format!("bench-{suffix}.events");
+    s
+}
+
+/// Variables the bench sets unless the caller did: the fake answers as many calls at once as
+/// it is sent, so otpd's cap for it is raised above anything the run can reach.
+const UNLESS_SET: [(&str, &str); 1] = [("OTPD__PROVIDERS__TWILIO__MAX_CONCURRENCY", "4096")];
+
+/// Starts otpd and returns once it is consuming. Its stderr is drained in the background.
+pub fn spawn(suffix: &str, provider: &str) -> Child {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("otpd");
+    let s = settings(suffix);
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .env("OTPD__AMQP__JOBS_EXCHANGE", &s.amqp.jobs_exchange)
+        .env("OTPD__AMQP__JOBS_QUEUE", &s.amqp.jobs_queue)
+        .env(
+            "OTPD__AMQP__DEAD_LETTER_EXCHANGE",
+            &s.amqp.dead_letter_exchange,
+        )
+        .env("OTPD__AMQP__DEAD_LETTER_QUEUE", &s.amqp.dead_letter_queue)
+        .env("OTPD__AMQP__EVENTS_EXCHANGE", &s.amqp.events_exchange)
+        .env("OTPD__DATABASE__URL", format!("{PG}/otpd_bench_{suffix}"))
+        .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
+        .env("OTPD__CHANNELS__SMS", "twilio")
+        .env("OTPD__PROVIDERS__TWILIO__BASE_URL", provider)
+        .env("OTPD__PROVIDERS__TWILIO__ACCOUNT_SID", SID)
+        .env("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "bench")
+        .env("OTPD__PROVIDERS__TWILIO__SMS_FROM", "+15005550006")
+        .stderr(Stdio::piped());
+    for (key, value) in UNLESS_SET {
+        if std::env::var_os(key).is_none() {
+            cmd.env(key, value);
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("build the release binary first: cargo build --release --examples --bins");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("consuming jobs") {
+            break;
+        }
+        if line.contains("ERROR") {
+            panic!("otpd failed to start: {line}");
+        }
+    }
+    // Keep draining stderr so otpd never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Peak resident set size of a live process (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stops otpd as systemd would (SIGTERM) and waits for it.
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// Removes the run's queues, exchanges and database.
+pub async fn cleanup(ch: &lapin::Channel, suffix: &str) {
+    let _ = otpd::amqp::delete_topology(ch, &settings(suffix).amqp).await;
+    let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS otpd_bench_{suffix} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+}

@@ -1,0 +1,152 @@
+//! The throughput benchmark (issue 6; docs/performance.md):
+//!
+//! ```sh
+//! cargo build --release --examples --bins
+//! ./target/release/examples/bench [JOBS] [PROVIDER_DELAY_MS] [--paced N] [--rate R]
+//! ```
+//!
+//! It starts a fake Twilio on loopback that answers at once (or after PROVIDER_DELAY_MS), then:
+//! 1. measures the ceiling: a bare lapin consumer that only acks JOBS messages (otpd's prefetch,
+//!    consuming while they are published), and a batched UNNEST insert of as many audit rows;
+//! 2. runs the release `otpd` binary as a child process on fresh queues and a fresh database,
+//!    with the shipped configuration (limits on; destinations, accounts and client IPs spread so
+//!    that no limit bites), publishes JOBS jobs (default 50,000) flat out and times them to
+//!    their terminal events;
+//! 3. publishes N more (default 10,000) at R jobs/s (default 1,000) to the same otpd;
+//!
+//! and prints one table: throughput, latency percentiles publish → provider request and
+//! publish → terminal event for both runs, otpd's peak RSS and the ratio to the ceiling. Any
+//! `OTPD__` variable set for the bench reaches the child too. It removes its queues and database.
+
+mod ceiling;
+mod child;
+mod fake;
+mod load;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Connection, ConnectionProperties};
+use load::{Target, Timeline};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Args {
+    jobs: usize,
+    delay_ms: u64,
+    paced: usize,
+    rate: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        jobs: 50_000,
+        delay_ms: 0,
+        paced: 10_000,
+        rate: 1_000,
+    };
+    let mut positional = 0;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || -> u64 { it.next().and_then(|v| v.parse().ok()).expect("a number") };
+        match arg.as_str() {
+            "--paced" => a.paced = value() as usize,
+            "--rate" => a.rate = value() as u32,
+            n => {
+                let n: u64 = n.parse().expect("JOBS and PROVIDER_DELAY_MS are numbers");
+                match positional {
+                    0 => a.jobs = n as usize,
+                    _ => a.delay_ms = n,
+                }
+                positional += 1;
+            }
+        }
+    }
+    a
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = args();
+    let total = a.jobs + a.paced;
+    let suffix = format!("{:x}", std::process::id());
+    let start = Instant::now();
+    let fake = fake::Fake::new(start, Duration::from_millis(a.delay_ms), total);
+    let provider = fake::serve(fake.clone()).await;
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let to = load::destinations(total);
+    let bodies: Vec<Vec<u8>> = (0..total).map(|i| load::job(i, &to[i], &expires)).collect();
+
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let settings = child::settings(&suffix);
+    let broker_ceiling =
+        ceiling::broker(&conn, &ch, &bodies[..a.jobs], settings.amqp.prefetch).await;
+    let insert_ceiling = ceiling::database(a.jobs).await;
+
+    otpd::amqp::declare_topology(&ch, &settings.amqp)
+        .await
+        .unwrap();
+    let timeline = Timeline::new(start, total);
+    let (mut done, states) =
+        load::collect_events(&conn, &settings.amqp.events_exchange, timeline.clone()).await;
+    let otpd = child::spawn(&suffix, &provider);
+    let target = || Target {
+        channel: &ch,
+        exchange: &settings.amqp.jobs_exchange,
+        routing_key: "sms",
+    };
+    let jobs = |range: std::ops::Range<usize>| range.map(|i| (i, bodies[i].clone()));
+
+    let t0 = Instant::now();
+    load::publish(target(), jobs(0..a.jobs), None, &timeline).await;
+    load::wait_done(&mut done, a.jobs).await;
+    let full_rate = a.jobs as f64 / t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    load::publish(target(), jobs(a.jobs..total), Some(a.rate), &timeline).await;
+    load::wait_done(&mut done, total).await;
+    let paced_rate = a.paced as f64 / t1.elapsed().as_secs_f64();
+
+    let rss_kib = child::peak_rss_kib(otpd.id());
+    child::stop(otpd);
+    child::cleanup(&ch, &suffix).await;
+
+    let arrived = |i: usize| fake.arrived[i].load(Ordering::Relaxed);
+    let finished = |i: usize| timeline.done[i].load(Ordering::Relaxed);
+    let pcts = |range: std::ops::Range<usize>, at: &dyn Fn(usize) -> u64| {
+        load::fmt_pcts(&load::latencies(&timeline, range, at))
+    };
+    let ceiling = broker_ceiling.min(insert_ceiling);
+    println!(
+        "\notpd benchmark: SMS jobs through the Twilio client, provider delay {} ms, prefetch {}, limits {}",
+        a.delay_ms,
+        settings.amqp.prefetch,
+        if settings.limits.enabled { "on" } else { "off" }
+    );
+    println!("| measure | full speed | {} jobs/s offered |", a.rate);
+    println!("|---|---|---|");
+    println!("| jobs | {} | {} |", a.jobs, a.paced);
+    println!("| throughput to a terminal event | {full_rate:.0} jobs/s | {paced_rate:.0} jobs/s |");
+    println!(
+        "| publish → provider request p50 / p99 / max | {} | {} |",
+        pcts(0..a.jobs, &arrived),
+        pcts(a.jobs..total, &arrived)
+    );
+    println!(
+        "| publish → terminal event p50 / p99 / max | {} | {} |",
+        pcts(0..a.jobs, &finished),
+        pcts(a.jobs..total, &finished)
+    );
+    println!("| terminal states | {:?} | |", states.lock().unwrap());
+    println!("| ceiling: bare consumer, ack only | {broker_ceiling:.0} msgs/s | |");
+    println!("| ceiling: batched UNNEST insert of audit rows | {insert_ceiling:.0} rows/s | |");
+    println!("| otpd / ceiling | {:.2} | |", full_rate / ceiling);
+    println!("| otpd peak RSS | {:.1} MiB | |", rss_kib as f64 / 1024.0);
+}
