@@ -328,8 +328,7 @@ impl Dispatcher {
         event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
         event.in_doubt = f.in_doubt;
         self.publish(&event).await?;
-        self.persist(|| self.store.mark_event_published(owner.id))
-            .await?;
+        self.store.mark_event_published(owner.id);
         Ok(Outcome::Finished(f.state))
     }
 }

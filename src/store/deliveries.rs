@@ -1,5 +1,6 @@
 //! Queries on `deliveries` and `delivery_events`.
 
+use super::writes::{ClaimOp, FinishOp, PublishedOp, StartOp};
 use super::{Store, StoreError};
 use crate::domain::{ChallengeId, DeliveryState};
 use chrono::{DateTime, Utc};
@@ -96,77 +97,28 @@ fn lease_secs(lease: Duration) -> f64 {
 impl Store {
     /// Records a new challenge, takes over an abandoned one, or reports who has it.
     /// `token` fences the lease: later writes by this owner name it, and apply only while no
-    /// one else has taken the challenge over.
+    /// one else has taken the challenge over. Batched with other jobs' claims (`writes.rs`).
     pub async fn claim(
         &self,
         d: &NewDelivery<'_>,
         lease: Duration,
         token: i64,
     ) -> Result<Claim, StoreError> {
-        // The update branch fires only for an open challenge whose lease has run out, so at most
-        // one worker at a time owns a challenge, across instances. The `received` audit event is
-        // written in the same statement, only for a first sighting.
-        let row: Option<(i32, bool, bool, bool, bool)> = sqlx::query_as(
-            "WITH d AS (
-               INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
-                                       locale, template, expires_at, state, lease_until, lease_token, country, prefix)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', now() + make_interval(secs => $9), $10, $11, $12)
-               ON CONFLICT (challenge_id) DO UPDATE
-                  SET lease_until = EXCLUDED.lease_until, lease_token = EXCLUDED.lease_token, updated_at = now()
-                WHERE deliveries.state IN ('received', 'sending') AND deliveries.lease_until < now()
-               RETURNING attempt, call_started_at IS NOT NULL AS call_in_flight, (xmax = 0) AS inserted, admitted,
-                         EXISTS (SELECT 1 FROM delivery_events e
-                                  WHERE e.challenge_id = $1 AND e.kind = 'in_doubt') AS doubted),
-             e AS (INSERT INTO delivery_events (challenge_id, kind, state)
-                   SELECT $1, 'state', 'received' FROM d WHERE d.inserted)
-             SELECT attempt, call_in_flight, inserted, doubted, admitted FROM d",
-        )
-        .bind(d.challenge_id)
-        .bind(d.account_id)
-        .bind(d.channel)
-        .bind(d.destination_masked)
-        .bind(d.destination_hmac)
-        .bind(d.locale)
-        .bind(d.template)
-        .bind(d.expires_at)
-        .bind(lease_secs(lease))
-        .bind(token)
-        .bind(d.country)
-        .bind(d.prefix)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some((_, _, true, _, _)) => Ok(Claim::New),
-            Some((attempt, call_in_flight, false, doubted, admitted)) => Ok(Claim::TakenOver {
-                attempt,
-                call_in_flight,
-                doubted,
-                admitted,
-            }),
-            None => self.current(d.challenge_id).await,
-        }
-    }
-
-    async fn current(&self, challenge_id: &str) -> Result<Claim, StoreError> {
-        let row: Recorded = sqlx::query_as(
-            "SELECT state, attempt, provider, provider_message_id, reason, detail, event_published, lease_until, rule, retry_at,
-                    EXISTS (SELECT 1 FROM delivery_events e
-                             WHERE e.challenge_id = d.challenge_id AND e.kind = 'in_doubt') AS in_doubt
-               FROM deliveries d WHERE challenge_id = $1",
-        )
-        .bind(challenge_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let state = DeliveryState::parse(&row.state)
-            .ok_or_else(|| StoreError::BadState(row.state.clone()))?;
-        Ok(match (state.is_terminal(), row.lease_until) {
-            (true, _) => Claim::Done { state, row },
-            (false, Some(lease_until)) => Claim::Busy { lease_until },
-            // An open row always has a lease; treat a missing one as just expired.
-            (false, None) => Claim::Busy {
-                lease_until: Utc::now(),
-            },
-        })
+        let op = ClaimOp {
+            challenge_id: d.challenge_id.to_string(),
+            account_id: d.account_id.to_string(),
+            channel: d.channel.to_string(),
+            destination_masked: d.destination_masked.to_string(),
+            destination_hmac: d.destination_hmac.to_vec(),
+            locale: d.locale.map(str::to_string),
+            template: d.template.to_string(),
+            expires_at: d.expires_at,
+            lease_secs: lease_secs(lease),
+            token,
+            country: d.country.map(str::to_string),
+            prefix: d.prefix.map(str::to_string),
+        };
+        self.writes.claim.submit(op).await
     }
 
     /// Marks the start of provider attempt `attempt` and extends the lease to cover it. After
@@ -179,22 +131,14 @@ impl Store {
         provider: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "WITH d AS (UPDATE deliveries
-                           SET state = 'sending', attempt = $2, provider = $3, updated_at = now(), call_started_at = now(),
-                               lease_until = now() + make_interval(secs => $4)
-                         WHERE challenge_id = $1 AND lease_token = $5 RETURNING challenge_id)
-             INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
-             SELECT challenge_id, 'state', 'sending', $2, $3 FROM d",
-        )
-        .bind(owner.id)
-        .bind(attempt)
-        .bind(provider)
-        .bind(lease_secs(lease))
-        .bind(owner.token)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let op = StartOp {
+            challenge_id: owner.id.to_string(),
+            attempt,
+            provider: provider.to_string(),
+            lease_secs: lease_secs(lease),
+            token: owner.token,
+        };
+        self.writes.start.submit(op).await
     }
 
     /// Extends the lease while the owner waits (for a provider slot or an open breaker).
@@ -269,33 +213,23 @@ impl Store {
     /// Commits a terminal state and its audit event in one statement. Returns false, changing
     /// nothing, if the lease was lost (the new owner records the outcome).
     pub async fn finish(&self, owner: Owner<'_>, f: &Finish<'_>) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "WITH d AS (UPDATE deliveries
-                           SET state = $2, attempt = $3, provider = COALESCE($4, provider),
-                               provider_message_id = $5, reason = $6, detail = $7, rule = $12, retry_at = $13,
-                               lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now(),
-                               sent_at = CASE WHEN $2 = 'sent' THEN now() END
-                         WHERE challenge_id = $1 AND lease_token = $11 RETURNING challenge_id)
-             INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
-                                          latency_ms, reason, detail, in_doubt)
-             SELECT challenge_id, 'state', $2, $3, $4, $8, $9, $6, $7, $10 FROM d",
-        )
-        .bind(owner.id)
-        .bind(f.state.as_str())
-        .bind(f.attempt)
-        .bind(f.provider)
-        .bind(f.provider_message_id)
-        .bind(f.reason)
-        .bind(f.detail)
-        .bind(f.response_status.map(i32::from))
-        .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
-        .bind(f.in_doubt)
-        .bind(owner.token)
-        .bind(f.rule)
-        .bind(f.retry_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        let op = FinishOp {
+            challenge_id: owner.id.to_string(),
+            token: owner.token,
+            state: f.state.as_str(),
+            attempt: f.attempt,
+            provider: owned(f.provider),
+            provider_message_id: owned(f.provider_message_id),
+            reason: owned(f.reason),
+            detail: owned(f.detail),
+            response_status: f.response_status.map(i32::from),
+            latency_ms: f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32),
+            in_doubt: f.in_doubt,
+            rule: owned(f.rule),
+            retry_at: f.retry_at,
+        };
+        self.writes.finish.submit(op).await
     }
 
     /// Records a refused job. A new challenge gets a `rejected` row; an existing one keeps its
@@ -344,12 +278,12 @@ impl Store {
         Ok(())
     }
 
-    /// The broker confirmed the terminal status event.
-    pub async fn mark_event_published(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET event_published = true WHERE challenge_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// The broker confirmed the terminal status event. Queued, not awaited: the flag only
+    /// spares a redelivered copy from publishing the event again, so losing it in a crash
+    /// costs one duplicate event, and the job's ack need not wait for it.
+    pub fn mark_event_published(&self, id: &str) {
+        self.writes.published.post(PublishedOp {
+            challenge_id: id.to_string(),
+        });
     }
 }

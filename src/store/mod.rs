@@ -6,11 +6,13 @@
 //! leaves either the old state or the new one, never half of both.
 
 mod audit;
+mod batch;
 mod deliveries;
 mod health;
 mod limits;
 mod receipts;
 mod views;
+mod writes;
 
 pub use audit::{PurgeTrigger, Purged, Verification};
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
@@ -20,11 +22,14 @@ pub use receipts::{ReceiptOutcome, Receipted};
 pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
 
 use crate::config::{DatabaseSettings, Secret};
+use batch::Batcher;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
 use std::time::Duration;
+use writes::{ClaimOp, FinishOp, PublishedOp, StartOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,14 +39,23 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected state `{0}` in the deliveries table")]
     BadState(String),
+    /// A batched write met an outage; every request of the batch gets its own copy.
+    #[error("database: {0}")]
+    Outage(String),
+    #[error("the batched writer has stopped")]
+    Closed,
+    #[error("a batched write did not answer every request")]
+    BatchShape,
 }
 
 impl StoreError {
     /// The database is unreachable (as opposed to refusing one statement): connection errors,
     /// pool timeouts, and PostgreSQL's connection-exception and shutdown codes.
     pub fn is_outage(&self) -> bool {
-        let StoreError::Database(e) = self else {
-            return false;
+        let e = match self {
+            StoreError::Database(e) => e,
+            StoreError::Outage(_) => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::Io(_)
@@ -62,17 +76,38 @@ impl StoreError {
 pub struct Store {
     pool: PgPool,
     hmac_key: Secret,
+    writes: Arc<Writes>,
+}
+
+/// The batched writers of the hot path (`batch.rs`, `writes.rs`); their tasks end when the
+/// last `Store` clone is dropped.
+struct Writes {
+    claim: Batcher<ClaimOp>,
+    start: Batcher<StartOp>,
+    finish: Batcher<FinishOp>,
+    published: Batcher<PublishedOp>,
 }
 
 impl Store {
     /// Opens the pool lazily: start-up does not fail because PostgreSQL is briefly away, and
-    /// `/readyz` reports it until it is back.
+    /// `/readyz` reports it until it is back. Starts the batched writers' tasks, so it must be
+    /// called within a tokio runtime.
     pub fn connect(settings: &DatabaseSettings, hmac_key: Secret) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .connect_lazy(settings.url.expose())?;
-        Ok(Store { pool, hmac_key })
+        let writes = Arc::new(Writes {
+            claim: Batcher::start(pool.clone()),
+            start: Batcher::start(pool.clone()),
+            finish: Batcher::start(pool.clone()),
+            published: Batcher::start(pool.clone()),
+        });
+        Ok(Store {
+            pool,
+            hmac_key,
+            writes,
+        })
     }
 
     /// Creates the database if it does not exist, then applies pending migrations. Migrations
