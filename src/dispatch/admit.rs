@@ -7,9 +7,10 @@ use super::{Dispatcher, Halt, Outcome, deliver};
 use crate::domain::{DeliveryState, Destination, Job, PhoneNumber};
 use crate::limits::{Refusal, Subject};
 use crate::metrics::LimitLabels;
-use crate::store::{Admission, Owner};
+use crate::store::{Admission, Decide, Owner};
 use chrono::{TimeDelta, Utc};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 impl Dispatcher {
     /// Returns the outcome if the job is refused before sending.
@@ -79,16 +80,14 @@ impl Dispatcher {
         if let Some(refusal) = self.limits.cached(&takes) {
             return Ok(Some(refusal));
         }
-        let keys: Vec<(&str, &str)> = takes
+        let keys: Vec<(String, String)> = takes
             .iter()
-            .map(|t| (t.rule.as_str(), t.key.as_str()))
+            .map(|t| (t.rule.clone(), t.key.clone()))
             .collect();
+        let limits = Arc::clone(&self.limits);
+        let decide: Decide = Arc::new(move |counters, now| limits.decide(&takes, counters, now));
         let admission = self
-            .persist(|| {
-                self.store.admit(owner, &keys, |counters, now| {
-                    self.limits.decide(&takes, counters, now)
-                })
-            })
+            .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
             .await?;
         match admission {
             Admission::Admitted => Ok(None),

@@ -1,32 +1,9 @@
-//! Shared limiter state (`limit_counters`) and conversion feedback.
+//! Conversion feedback, prefix flags and the pruning of spent limit counters (admission
+//! itself is `admission.rs`).
 
-use super::{Owner, Store, StoreError};
-use crate::limits::Counter;
+use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-
-/// The outcome of an admission.
-#[derive(Debug)]
-pub enum Admission<R> {
-    /// Every counter was taken and the challenge is marked admitted.
-    Admitted,
-    /// The decision refused the job; nothing was taken.
-    Refused(R),
-    /// Another worker owns the challenge now; nothing was taken.
-    LeaseLost,
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    rule: String,
-    key: String,
-    tat: Option<DateTime<Utc>>,
-    hour_start: Option<DateTime<Utc>>,
-    hour_used: i64,
-    day_start: Option<DateTime<Utc>>,
-    day_used: i64,
-    now: DateTime<Utc>,
-}
 
 /// A range's conversion over the window.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,73 +15,6 @@ pub struct Conversion {
 }
 
 impl Store {
-    /// Takes the counters `keys` (rule, key; sorted, so that concurrent admissions lock in
-    /// the same order and cannot deadlock) in one transaction: the rows are locked, `decide`
-    /// judges them at the database's clock, and only if it allows are the new states written
-    /// and the challenge marked admitted, fenced by the owner's lease token.
-    pub async fn admit<R>(
-        &self,
-        owner: Owner<'_>,
-        keys: &[(&str, &str)],
-        decide: impl FnOnce(&[Counter], DateTime<Utc>) -> Result<Vec<Counter>, R>,
-    ) -> Result<Admission<R>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let (rules, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-        // The no-op update on conflict locks an existing row and returns it as it is.
-        let rows: Vec<Row> = sqlx::query_as(
-            "INSERT INTO limit_counters (rule, key)
-             SELECT * FROM UNNEST($1::text[], $2::text[]) ORDER BY 1, 2
-             ON CONFLICT (rule, key) DO UPDATE SET rule = EXCLUDED.rule
-             RETURNING rule, key, tat, hour_start, hour_used, day_start, day_used, clock_timestamp() AS now",
-        )
-        .bind(&rules)
-        .bind(&names)
-        .fetch_all(&mut *tx)
-        .await?;
-        let now = rows.first().map_or_else(Utc::now, |r| r.now);
-        let mut by_key: HashMap<(&str, &str), Counter> = rows
-            .iter()
-            .map(|r| {
-                let c = Counter {
-                    tat: r.tat,
-                    hour_start: r.hour_start,
-                    hour_used: r.hour_used,
-                    day_start: r.day_start,
-                    day_used: r.day_used,
-                };
-                ((r.rule.as_str(), r.key.as_str()), c)
-            })
-            .collect();
-        let counters: Vec<Counter> = keys
-            .iter()
-            .map(|k| by_key.remove(k).unwrap_or_default())
-            .collect();
-        let next = match decide(&counters, now) {
-            Ok(next) => next,
-            Err(refused) => {
-                tx.rollback().await?;
-                return Ok(Admission::Refused(refused));
-            }
-        };
-        let admitted = sqlx::query(
-            "UPDATE deliveries SET admitted = true, updated_at = now()
-              WHERE challenge_id = $1 AND lease_token = $2",
-        )
-        .bind(owner.id)
-        .bind(owner.token)
-        .execute(&mut *tx)
-        .await?;
-        if admitted.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Admission::LeaseLost);
-        }
-        if !keys.is_empty() {
-            write_counters(&mut tx, &rules, &names, &next).await?;
-        }
-        tx.commit().await?;
-        Ok(Admission::Admitted)
-    }
-
     /// An identity service reported the challenge's code as verified. Returns false if no
     /// such challenge was sent (the message is acknowledged and ignored).
     pub async fn record_verified(&self, challenge_id: &str) -> Result<bool, StoreError> {
@@ -189,33 +99,4 @@ impl Store {
         .await?;
         Ok(r.rows_affected())
     }
-}
-
-async fn write_counters(
-    tx: &mut sqlx::PgConnection,
-    rules: &[&str],
-    keys: &[&str],
-    next: &[Counter],
-) -> Result<(), StoreError> {
-    let col = |f: fn(&Counter) -> Option<DateTime<Utc>>| next.iter().map(f).collect::<Vec<_>>();
-    let used = |f: fn(&Counter) -> i64| next.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "UPDATE limit_counters c
-            SET tat = n.tat, hour_start = n.hour_start, hour_used = n.hour_used,
-                day_start = n.day_start, day_used = n.day_used
-           FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
-                       $6::timestamptz[], $7::bigint[])
-                AS n (rule, key, tat, hour_start, hour_used, day_start, day_used)
-          WHERE c.rule = n.rule AND c.key = n.key",
-    )
-    .bind(rules)
-    .bind(keys)
-    .bind(col(|c| c.tat))
-    .bind(col(|c| c.hour_start))
-    .bind(used(|c| c.hour_used))
-    .bind(col(|c| c.day_start))
-    .bind(used(|c| c.day_used))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

@@ -5,6 +5,7 @@
 //! need no database. Each state change is one statement (or one transaction) so that a crash
 //! leaves either the old state or the new one, never half of both.
 
+mod admission;
 mod audit;
 mod batch;
 mod deliveries;
@@ -14,10 +15,11 @@ mod receipts;
 mod views;
 mod writes;
 
+pub use admission::{Admission, Decide};
 pub use audit::{PurgeTrigger, Purged, Verification};
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 pub use health::{MinuteCount, ProviderWindow, ReportRow};
-pub use limits::{Admission, Conversion};
+pub use limits::Conversion;
 pub use receipts::{ReceiptOutcome, Receipted};
 pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
 
@@ -83,6 +85,7 @@ pub struct Store {
 /// last `Store` clone is dropped.
 struct Writes {
     claim: Batcher<ClaimOp>,
+    admit: Batcher<admission::AdmitOp>,
     start: Batcher<StartOp>,
     finish: Batcher<FinishOp>,
     published: Batcher<PublishedOp>,
@@ -99,6 +102,7 @@ impl Store {
             .connect_lazy(settings.url.expose())?;
         let writes = Arc::new(Writes {
             claim: Batcher::start(pool.clone()),
+            admit: Batcher::start(pool.clone()),
             start: Batcher::start(pool.clone()),
             finish: Batcher::start(pool.clone()),
             published: Batcher::start(pool.clone()),
