@@ -161,7 +161,7 @@ impl Dispatcher {
             };
             match self.process_valid(&job, &message).await {
                 Some(outcome) => {
-                    tracing::info!(?outcome, "job done");
+                    tracing::debug!(?outcome, "job done");
                     Disposition::Ack(outcome)
                 }
                 None => {

@@ -64,20 +64,25 @@ impl PhoneNumber {
         }
         let parsed =
             phonenumber::parse(None, raw).map_err(|e| format!("not a phone number: {e}"))?;
-        if !phonenumber::is_valid(&parsed) {
+        // One look-up of the number's region serves validity and country (phonenumber's own
+        // `is_valid` and `country().id()` would each search for it again); the number is valid
+        // exactly when its type is known, which is how `is_valid` decides too.
+        let metadata = parsed.metadata(&phonenumber::metadata::DATABASE);
+        let number_type = parsed.number_type(&phonenumber::metadata::DATABASE);
+        let (Some(metadata), false) = (metadata, number_type == phonenumber::Type::Unknown) else {
             return Err("not a valid phone number for its country".into());
-        }
+        };
         let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
         if e164 != raw {
             return Err(
                 "phone numbers must be in canonical E.164 form (digits only after +)".into(),
             );
         }
-        let country = parsed
-            .country()
+        let country = metadata
             .id()
-            .map_or_else(|| "001".to_string(), |id| id.as_ref().to_string());
-        let number_type = type_name(parsed.number_type(&phonenumber::metadata::DATABASE));
+            .parse::<phonenumber::country::Id>()
+            .map_or_else(|_| "001".to_string(), |id| id.as_ref().to_string());
+        let number_type = type_name(number_type);
         Ok(PhoneNumber {
             e164,
             country,
