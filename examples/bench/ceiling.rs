@@ -58,10 +58,12 @@ pub async fn broker(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetc
     load::publish(to, bodies.iter().cloned().enumerate(), None, &timeline).await;
     drain.await.unwrap();
     let rate = n as f64 / t0.elapsed().as_secs_f64();
+    // The consumer goes first: deleting a queue under it makes the broker cancel it, which
+    // lapin may take for a protocol error.
+    let _ = consumer_ch.close(200, "done".into()).await;
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
-    let _ = consumer_ch.close(200, "done".into()).await;
     rate
 }
 
