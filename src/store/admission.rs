@@ -73,7 +73,7 @@ struct Row {
     now: DateTime<Utc>,
 }
 
-type Key = (String, String);
+pub(super) type Key = (String, String);
 
 impl Op for AdmitOp {
     type Output = Admission;
@@ -83,52 +83,41 @@ impl Op for AdmitOp {
     }
 
     async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<Admission>, StoreError> {
-        let mut tx = pool.begin().await?;
-        let owned = lock_owned(&mut tx, batch).await?;
-        let mut taken: Vec<&Key> = batch
-            .iter()
-            .filter(|o| owned.contains(&o.challenge_id))
-            .flat_map(|o| &o.keys)
-            .collect();
-        taken.sort();
-        taken.dedup();
-        let (mut counters, now) = lock_counters(&mut tx, &taken).await?;
-        let mut outputs = Vec::with_capacity(batch.len());
-        let mut admitted: Vec<&str> = Vec::new();
-        let mut changed: HashSet<&Key> = HashSet::new();
-        for op in batch {
-            if !owned.contains(&op.challenge_id) {
-                outputs.push(Admission::LeaseLost);
-                continue;
-            }
-            let current: Vec<Counter> = op
-                .keys
-                .iter()
-                .map(|k| counters.get(k).cloned().unwrap_or_default())
-                .collect();
-            match (op.decide)(&current, now) {
-                Ok(next) => {
-                    for (k, c) in op.keys.iter().zip(next) {
-                        counters.insert(k.clone(), c);
-                        changed.insert(k);
-                    }
-                    admitted.push(&op.challenge_id);
-                    outputs.push(Admission::Admitted);
+        loop {
+            let mut tx = pool.begin().await?;
+            let owned = lock_owned(&mut tx, batch).await?;
+            let jobs = batch.iter().filter(|o| owned.contains(&o.challenge_id));
+            let mut ledger = Ledger::lock(&mut tx, jobs.flat_map(|o| &o.keys)).await?;
+            let mut outputs = Vec::with_capacity(batch.len());
+            let mut admitted: Vec<&str> = Vec::new();
+            for op in batch {
+                if !owned.contains(&op.challenge_id) {
+                    outputs.push(Admission::LeaseLost);
+                    continue;
                 }
-                Err(refusal) => outputs.push(Admission::Refused(refusal)),
+                match ledger.judge(&op.keys, &op.decide) {
+                    Ok(()) => {
+                        admitted.push(&op.challenge_id);
+                        outputs.push(Admission::Admitted);
+                    }
+                    Err(refusal) => outputs.push(Admission::Refused(refusal)),
+                }
             }
-        }
-        if !admitted.is_empty() {
-            sqlx::query("UPDATE deliveries SET admitted = true, updated_at = now() WHERE challenge_id = ANY($1)")
+            if !admitted.is_empty() {
+                sqlx::query(
+                    "UPDATE deliveries SET admitted = true, updated_at = now() WHERE challenge_id = ANY($1)",
+                )
                 .bind(&admitted)
                 .execute(&mut *tx)
                 .await?;
-            let mut changed: Vec<&Key> = changed.into_iter().collect();
-            changed.sort();
-            write_counters(&mut tx, &changed, &counters).await?;
+            }
+            if ledger.write(&mut tx).await? {
+                tx.commit().await?;
+                return Ok(outputs);
+            }
+            // Another batch created one of our new counters first: decide again on its value.
+            tx.rollback().await?;
         }
-        tx.commit().await?;
-        Ok(outputs)
     }
 }
 
@@ -156,82 +145,174 @@ async fn lock_owned(
     Ok(owned.into_iter().collect())
 }
 
-/// Locks the counters `keys` (sorted), creating missing ones; returns them and the database's
-/// clock.
-async fn lock_counters(
-    tx: &mut sqlx::PgConnection,
-    keys: &[&Key],
-) -> Result<(HashMap<Key, Counter>, DateTime<Utc>), StoreError> {
-    if keys.is_empty() {
-        return Ok((HashMap::new(), Utc::now()));
-    }
-    // Missing counters are created (an inserted row is locked by its transaction), existing
-    // ones are locked without being rewritten, both in key order.
-    let (rules, names): (Vec<&str>, Vec<&str>) =
-        keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
-    sqlx::query(
-        "INSERT INTO limit_counters (rule, key)
-         SELECT * FROM UNNEST($1::text[], $2::text[]) ORDER BY 1, 2
-         ON CONFLICT (rule, key) DO NOTHING",
-    )
-    .bind(&rules)
-    .bind(&names)
-    .execute(&mut *tx)
-    .await?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT c.rule, c.key, tat, hour_start, hour_used, day_start, day_used, clock_timestamp() AS now
-           FROM limit_counters c JOIN UNNEST($1::text[], $2::text[]) AS k(rule, key)
-             ON c.rule = k.rule AND c.key = k.key
-          ORDER BY c.rule, c.key
-            FOR UPDATE OF c",
-    )
-    .bind(&rules)
-    .bind(&names)
-    .fetch_all(&mut *tx)
-    .await?;
-    let now = rows.first().map_or_else(Utc::now, |r| r.now);
-    let counters = rows
-        .into_iter()
-        .map(|r| {
-            let c = Counter {
+/// The counters a batch takes, within its transaction: the existing ones locked, the missing
+/// ones assumed new, every job judged in turn against what the jobs before it left, and each
+/// counter written once at the end.
+pub(super) struct Ledger {
+    counters: HashMap<Key, Counter>,
+    /// Keys with a row in `limit_counters` (locked); the others are inserted by `write`.
+    existing: HashSet<Key>,
+    changed: HashSet<Key>,
+    now: DateTime<Utc>,
+}
+
+impl Ledger {
+    /// Locks the existing counters among `keys` (in key order, so that concurrent batches
+    /// cannot deadlock) and reads the database's clock.
+    pub async fn lock<'k>(
+        tx: &mut sqlx::PgConnection,
+        keys: impl Iterator<Item = &'k Key>,
+    ) -> Result<Ledger, StoreError> {
+        let mut keys: Vec<&Key> = keys.collect();
+        keys.sort();
+        keys.dedup();
+        let (rules, names): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
+        let (rows, now): (Vec<Row>, DateTime<Utc>) = if keys.is_empty() {
+            (Vec::new(), Utc::now())
+        } else {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT c.rule, c.key, tat, hour_start, hour_used, day_start, day_used, clock_timestamp() AS now
+                   FROM limit_counters c JOIN UNNEST($1::text[], $2::text[]) AS k(rule, key)
+                     ON c.rule = k.rule AND c.key = k.key
+                  ORDER BY c.rule, c.key
+                    FOR UPDATE OF c",
+            )
+            .bind(&rules)
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?;
+            let now = match rows.first() {
+                Some(r) => r.now,
+                None => {
+                    sqlx::query_scalar("SELECT clock_timestamp()")
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            (rows, now)
+        };
+        let mut ledger = Ledger {
+            counters: HashMap::with_capacity(keys.len()),
+            existing: HashSet::with_capacity(rows.len()),
+            changed: HashSet::new(),
+            now,
+        };
+        for r in rows {
+            let key = (r.rule, r.key);
+            let counter = Counter {
                 tat: r.tat,
                 hour_start: r.hour_start,
                 hour_used: r.hour_used,
                 day_start: r.day_start,
                 day_used: r.day_used,
             };
-            ((r.rule, r.key), c)
-        })
-        .collect();
-    Ok((counters, now))
+            ledger.existing.insert(key.clone());
+            ledger.counters.insert(key, counter);
+        }
+        Ok(ledger)
+    }
+
+    /// Judges one job: if `decide` allows, its takes are applied for the jobs after it.
+    pub fn judge(&mut self, keys: &[Key], decide: &Decide) -> Result<(), Refusal> {
+        let current: Vec<Counter> = keys
+            .iter()
+            .map(|k| self.counters.get(k).cloned().unwrap_or_default())
+            .collect();
+        let next = decide(&current, self.now)?;
+        for (k, c) in keys.iter().zip(next) {
+            self.counters.insert(k.clone(), c);
+            self.changed.insert(k.clone());
+        }
+        Ok(())
+    }
+
+    /// Writes every changed counter once: existing rows updated (in place: only the pkey is
+    /// indexed), new ones inserted. Returns false if another transaction inserted one of the
+    /// new counters since `lock`, in which case the caller rolls back and starts over.
+    pub async fn write(self, tx: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
+        let mut changed: Vec<&Key> = self.changed.iter().collect();
+        changed.sort();
+        let (old, new): (Vec<&Key>, Vec<&Key>) = changed
+            .into_iter()
+            .partition(|k| self.existing.contains(*k));
+        if !old.is_empty() {
+            sqlx::query(
+                "UPDATE limit_counters c
+                    SET tat = n.tat, hour_start = n.hour_start, hour_used = n.hour_used,
+                        day_start = n.day_start, day_used = n.day_used
+                   FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
+                               $6::timestamptz[], $7::bigint[])
+                        AS n (rule, key, tat, hour_start, hour_used, day_start, day_used)
+                  WHERE c.rule = n.rule AND c.key = n.key",
+            )
+            .bind_columns(Columns::of(&old, &self.counters))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if new.is_empty() {
+            return Ok(true);
+        }
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO limit_counters (rule, key, tat, hour_start, hour_used, day_start, day_used)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
+                                  $6::timestamptz[], $7::bigint[])
+             ON CONFLICT (rule, key) DO NOTHING
+             RETURNING key",
+        )
+        .bind_columns(Columns::of(&new, &self.counters))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(inserted.len() == new.len())
+    }
 }
 
-async fn write_counters(
-    tx: &mut sqlx::PgConnection,
-    keys: &[&Key],
-    counters: &HashMap<Key, Counter>,
-) -> Result<(), StoreError> {
-    let next: Vec<&Counter> = keys.iter().map(|k| &counters[*k]).collect();
-    let col =
-        |f: fn(&Counter) -> Option<DateTime<Utc>>| next.iter().map(|c| f(c)).collect::<Vec<_>>();
-    let used = |f: fn(&Counter) -> i64| next.iter().map(|c| f(c)).collect::<Vec<_>>();
-    sqlx::query(
-        "UPDATE limit_counters c
-            SET tat = n.tat, hour_start = n.hour_start, hour_used = n.hour_used,
-                day_start = n.day_start, day_used = n.day_used
-           FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
-                       $6::timestamptz[], $7::bigint[])
-                AS n (rule, key, tat, hour_start, hour_used, day_start, day_used)
-          WHERE c.rule = n.rule AND c.key = n.key",
-    )
-    .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .bind(col(|c| c.tat))
-    .bind(col(|c| c.hour_start))
-    .bind(used(|c| c.hour_used))
-    .bind(col(|c| c.day_start))
-    .bind(used(|c| c.day_used))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// The arrays a batch of counters is written from, in the order of the statements' parameters.
+struct Columns<'a> {
+    rules: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    tat: Vec<Option<DateTime<Utc>>>,
+    hour_start: Vec<Option<DateTime<Utc>>>,
+    hour_used: Vec<i64>,
+    day_start: Vec<Option<DateTime<Utc>>>,
+    day_used: Vec<i64>,
 }
+
+impl<'a> Columns<'a> {
+    fn of(keys: &[&'a Key], counters: &HashMap<Key, Counter>) -> Columns<'a> {
+        let c = |k: &Key| &counters[k];
+        Columns {
+            rules: keys.iter().map(|k| k.0.as_str()).collect(),
+            keys: keys.iter().map(|k| k.1.as_str()).collect(),
+            tat: keys.iter().map(|k| c(k).tat).collect(),
+            hour_start: keys.iter().map(|k| c(k).hour_start).collect(),
+            hour_used: keys.iter().map(|k| c(k).hour_used).collect(),
+            day_start: keys.iter().map(|k| c(k).day_start).collect(),
+            day_used: keys.iter().map(|k| c(k).day_used).collect(),
+        }
+    }
+}
+
+/// Binds [`Columns`] as the parameters $1..$7 of a query or a scalar query.
+trait BindColumns<'a>: Sized {
+    fn bind_columns(self, c: Columns<'a>) -> Self;
+}
+
+macro_rules! bind_columns {
+    ($ty:ty) => {
+        impl<'a> BindColumns<'a> for $ty {
+            fn bind_columns(self, c: Columns<'a>) -> Self {
+                self.bind(c.rules)
+                    .bind(c.keys)
+                    .bind(c.tat)
+                    .bind(c.hour_start)
+                    .bind(c.hour_used)
+                    .bind(c.day_start)
+                    .bind(c.day_used)
+            }
+        }
+    };
+}
+
+bind_columns!(sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>);
+bind_columns!(sqlx::query::QueryScalar<'a, sqlx::Postgres, String, sqlx::postgres::PgArguments>);
