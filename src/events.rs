@@ -142,10 +142,16 @@ impl Publisher {
     }
 
     pub async fn publish_event(&self, event: &StatusEvent<'_>) -> Result<(), PublishError> {
+        self.send_event(event).await?.confirmed().await
+    }
+
+    /// Hands the event to the broker without waiting for its confirm, which the caller awaits
+    /// later with [`Pending::confirmed`].
+    pub async fn send_event(&self, event: &StatusEvent<'_>) -> Result<Pending, PublishError> {
         let body = serde_json::to_vec(event)?;
         let routing_key = format!("delivery.{}", event.state);
         let props = persistent_json().with_message_id(event.challenge_id.into());
-        self.publish(
+        self.send(
             self.events_exchange.clone(),
             routing_key.into(),
             &body,
@@ -200,12 +206,34 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), PublishError> {
+        self.send(exchange, key, body, props)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    async fn send(
+        &self,
+        exchange: ShortString,
+        key: ShortString,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<Pending, PublishError> {
         let channel = self.channel()?;
         let confirm = channel
             .basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
-            .await?
             .await?;
-        if confirm.is_ack() {
+        Ok(Pending(confirm))
+    }
+}
+
+/// A message handed to the broker whose confirm has not been awaited yet.
+pub struct Pending(lapin::PublisherConfirm);
+
+impl Pending {
+    /// Waits for the broker to take responsibility for the message.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        if self.0.await?.is_ack() {
             Ok(())
         } else {
             Err(PublishError::Nacked)

@@ -5,7 +5,7 @@
 
 use super::{Dispatcher, Halt, Outcome, deliver};
 use crate::domain::{DeliveryState, Destination, Job, PhoneNumber};
-use crate::limits::{Refusal, Subject};
+use crate::limits::{Refusal, Subject, Take};
 use crate::metrics::LimitLabels;
 use crate::store::{Admission, Decide, Owner};
 use chrono::{TimeDelta, Utc};
@@ -33,7 +33,19 @@ impl Dispatcher {
             Err(refusal) => Some(refusal),
             Ok(()) => self.take_limits(job, owner, hmac).await?,
         };
-        let Some(r) = refusal else { return Ok(None) };
+        match refusal {
+            Some(r) => self.conclude_refusal(job, owner, r).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a job that a limit or abuse control refused, before any provider call.
+    pub(super) async fn conclude_refusal(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        r: Refusal,
+    ) -> Result<Outcome, Halt> {
         tracing::info!(reason = r.reason, rule = ?r.rule, detail = %r.detail, "job refused by a limit or abuse control");
         self.metrics
             .limited
@@ -49,7 +61,7 @@ impl Dispatcher {
             .retry_after
             .and_then(|d| TimeDelta::from_std(d).ok())
             .map(|d| Utc::now() + d);
-        self.conclude(job, owner, f).await.map(Some)
+        self.conclude(job, owner, f).await
     }
 
     /// Takes the job's counters, or says which rule refused it.
@@ -59,8 +71,28 @@ impl Dispatcher {
         owner: Owner<'_>,
         hmac: &[u8],
     ) -> Result<Option<Refusal>, Halt> {
-        if !self.limits.enabled() {
+        let takes = self.takes(job, hmac);
+        if takes.is_empty() {
             return Ok(None);
+        }
+        if let Some(refusal) = self.limits.cached(&takes) {
+            return Ok(Some(refusal));
+        }
+        let (keys, decide) = self.judgement(takes);
+        let admission = self
+            .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
+            .await?;
+        match admission {
+            Admission::Admitted => Ok(None),
+            Admission::Refused(refusal) => Ok(Some(refusal)),
+            Admission::LeaseLost => Err(Halt::LeaseLost),
+        }
+    }
+
+    /// The counters the job takes (none with limits off).
+    pub(super) fn takes(&self, job: &Job, hmac: &[u8]) -> Vec<Take> {
+        if !self.limits.enabled() {
+            return Vec::new();
         }
         let destination_key = hex::encode(hmac);
         let ip_key = job
@@ -73,27 +105,18 @@ impl Dispatcher {
             ip_key: ip_key.as_deref(),
             phone: phone(job),
         };
-        let takes = self.limits.takes(&subject);
-        if takes.is_empty() {
-            return Ok(None);
-        }
-        if let Some(refusal) = self.limits.cached(&takes) {
-            return Ok(Some(refusal));
-        }
-        let keys: Vec<(String, String)> = takes
+        self.limits.takes(&subject)
+    }
+
+    /// The store's view of `takes`: their (rule, key)s, and the decision over their counters.
+    pub(super) fn judgement(&self, takes: Vec<Take>) -> (Vec<(String, String)>, Decide) {
+        let keys = takes
             .iter()
             .map(|t| (t.rule.clone(), t.key.clone()))
             .collect();
         let limits = Arc::clone(&self.limits);
         let decide: Decide = Arc::new(move |counters, now| limits.decide(&takes, counters, now));
-        let admission = self
-            .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
-            .await?;
-        match admission {
-            Admission::Admitted => Ok(None),
-            Admission::Refused(refusal) => Ok(Some(refusal)),
-            Admission::LeaseLost => Err(Halt::LeaseLost),
-        }
+        (keys, decide)
     }
 }
 

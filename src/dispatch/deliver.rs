@@ -4,7 +4,7 @@
 use super::{Dispatcher, Halt, Outcome};
 use crate::domain::{DeliveryState, Job};
 use crate::metrics::{AttemptLabels, ChannelLabels, JobLabels, ProviderLabels, SpendLabels};
-use crate::providers::{Attempted, Pick, ProviderError, Sent};
+use crate::providers::{Attempted, Pick, ProviderError, Reservation, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
 use crate::store::{Finish, Owner};
@@ -51,45 +51,44 @@ enum Next {
     Stop(DeliveryState, Option<&'static str>),
 }
 
+/// An attempt recorded as begun, with its reserved call slot.
+pub(super) struct Started {
+    pub index: usize,
+    pub reservation: Reservation,
+}
+
+/// What came of getting ready for the next attempt.
+enum Begun {
+    /// Call provider `index` now: the attempt is recorded as begun.
+    Call(usize, Reservation),
+    /// The job ended before another attempt (expired, out of attempts, in doubt).
+    Concluded(Outcome),
+    /// A wait was long enough that the provider should be chosen again.
+    Again,
+}
+
 impl Dispatcher {
     /// Calls providers until one accepts, the message is refused for good, or the code's time
-    /// or the attempt budget runs out.
+    /// or the attempt budget runs out. `started`: an attempt already recorded as begun (by the
+    /// fast path, `open.rs`), with its call slot, to make first.
     pub(super) async fn deliver(
         &self,
         job: &Job,
         message: &Message,
         owner: Owner<'_>,
         mut p: Progress,
+        mut started: Option<Started>,
     ) -> Result<Outcome, Halt> {
         loop {
-            if let Some((state, reason, detail)) = self.stop_before_attempt(job, &p) {
-                let mut f = terminal(state, p.attempt, reason, detail);
-                f.in_doubt = p.in_doubt;
-                return self.conclude(job, owner, f).await;
-            }
-            let index = match self.providers.pick(job.channel, p.avoid) {
-                Pick::Use(index) => index,
-                Pick::WaitUntil(at) => {
-                    // Every breaker of the chain is open: wait for the first probe, holding the
-                    // lease, and check the code's expiry again.
-                    let wait = at.saturating_duration_since(Instant::now());
-                    self.hold(owner, wait.min(self.attempt_timeout)).await?;
-                    continue;
-                }
+            let (index, reservation) = match started.take() {
+                Some(s) => (s.index, s.reservation),
+                None => match self.begin_attempt(job, owner, &mut p).await? {
+                    Begun::Call(index, reservation) => (index, reservation),
+                    Begun::Concluded(outcome) => return Ok(outcome),
+                    Begun::Again => continue,
+                },
             };
-            let Some(reservation) = self.reserve(owner, index).await? else {
-                continue;
-            };
-            p.attempt += 1;
             let name = self.providers.name(index);
-            self.count_repeat(name, job, &p);
-            let lease = self.attempt_timeout + super::LEASE_SLACK;
-            if !self
-                .persist(|| self.store.start_attempt(owner, p.attempt, name, lease))
-                .await?
-            {
-                return Err(Halt::LeaseLost);
-            }
             let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
             let attempted = self
                 .providers
@@ -135,6 +134,45 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Checks whether another attempt may start, picks a provider, waits for a call slot and
+    /// records the attempt as begun.
+    async fn begin_attempt(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        p: &mut Progress,
+    ) -> Result<Begun, Halt> {
+        if let Some((state, reason, detail)) = self.stop_before_attempt(job, p) {
+            let mut f = terminal(state, p.attempt, reason, detail);
+            f.in_doubt = p.in_doubt;
+            return self.conclude(job, owner, f).await.map(Begun::Concluded);
+        }
+        let index = match self.providers.pick(job.channel, p.avoid) {
+            Pick::Use(index) => index,
+            Pick::WaitUntil(at) => {
+                // Every breaker of the chain is open: wait for the first probe, holding the
+                // lease, and check the code's expiry again.
+                let wait = at.saturating_duration_since(Instant::now());
+                self.hold(owner, wait.min(self.attempt_timeout)).await?;
+                return Ok(Begun::Again);
+            }
+        };
+        let Some(reservation) = self.reserve(owner, index).await? else {
+            return Ok(Begun::Again);
+        };
+        p.attempt += 1;
+        let name = self.providers.name(index);
+        self.count_repeat(name, job, p);
+        let lease = self.attempt_timeout + super::LEASE_SLACK;
+        if !self
+            .persist(|| self.store.start_attempt(owner, p.attempt, name, lease))
+            .await?
+        {
+            return Err(Halt::LeaseLost);
+        }
+        Ok(Begun::Call(index, reservation))
     }
 
     /// Expiry and the attempt budget, checked before every attempt (including the first after
@@ -205,11 +243,7 @@ impl Dispatcher {
 
     /// Waits for a call slot on provider `index`, renewing the lease every attempt timeout.
     /// `None` means the wait was long enough that the provider choice should be made again.
-    async fn reserve(
-        &self,
-        owner: Owner<'_>,
-        index: usize,
-    ) -> Result<Option<crate::providers::Reservation>, Halt> {
+    async fn reserve(&self, owner: Owner<'_>, index: usize) -> Result<Option<Reservation>, Halt> {
         tokio::select! {
             r = self.providers.reserve(index) => Ok(Some(r)),
             _ = self.shutdown.cancelled() => Err(Halt::Interrupted),

@@ -3,6 +3,8 @@
 //!
 //! Order of work: parse → render → claim the challenge in PostgreSQL (deduplication) → expiry
 //! → limits → provider attempts with retries → commit the terminal state → publish its event.
+//! A new challenge takes the fast path (`open.rs`): claim, limits and the first attempt's
+//! start in one commit.
 //! Every step that must survive a crash is committed before the next begins, and intake acks
 //! only after this returns [`Disposition::Ack`].
 
@@ -10,6 +12,7 @@ mod admit;
 mod conversion;
 mod deliver;
 mod inbound;
+mod open;
 mod outage;
 
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
@@ -227,13 +230,24 @@ impl Dispatcher {
             country: admit::phone(job).map(|p| p.country()),
             prefix: admit::phone(job).map(|p| self.limits.conversion_prefix(p)),
         };
+        let mut first = true;
         loop {
             let owner = Owner {
                 id,
                 token: rand::random(),
             };
-            let result = match self.claim(&new, owner.token).await {
-                Ok(claim) => self.work(job, message, &hmac, owner, claim).await,
+            // The fast path once, for what is most likely a new challenge; the slow path for
+            // everything else, and again after a lost lease.
+            let opened = match std::mem::take(&mut first) {
+                true => self.open(job, message, &new, owner).await,
+                false => Ok(None),
+            };
+            let result = match opened {
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => match self.claim(&new, owner.token).await {
+                    Ok(claim) => self.work(job, message, &hmac, owner, claim).await,
+                    Err(halt) => Err(halt),
+                },
                 Err(halt) => Err(halt),
             };
             match result {
@@ -301,7 +315,7 @@ impl Dispatcher {
             // `claim` waits until the challenge is no longer busy, so this arm is never taken.
             Claim::Busy { .. } => return Err(Halt::LeaseLost),
         };
-        self.deliver(job, message, owner, progress).await
+        self.deliver(job, message, owner, progress, None).await
     }
 
     /// Claims the challenge, waiting while another worker holds a live lease on it: that worker

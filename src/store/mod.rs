@@ -11,6 +11,7 @@ mod batch;
 mod deliveries;
 mod health;
 mod limits;
+mod open;
 mod receipts;
 mod views;
 mod writes;
@@ -20,6 +21,7 @@ pub use audit::{PurgeTrigger, Purged, Verification};
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 pub use health::{MinuteCount, ProviderWindow, ReportRow};
 pub use limits::Conversion;
+pub use open::{FirstAttempt, Opened};
 pub use receipts::{ReceiptOutcome, Receipted};
 pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
 
@@ -84,6 +86,7 @@ pub struct Store {
 /// The batched writers of the hot path (`batch.rs`, `writes.rs`); their tasks end when the
 /// last `Store` clone is dropped.
 struct Writes {
+    open: Batcher<open::OpenOp>,
     claim: Batcher<ClaimOp>,
     admit: Batcher<admission::AdmitOp>,
     start: Batcher<StartOp>,
@@ -101,6 +104,7 @@ impl Store {
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .connect_lazy(settings.url.expose())?;
         let writes = Arc::new(Writes {
+            open: Batcher::start(pool.clone()),
             claim: Batcher::start(pool.clone()),
             admit: Batcher::start(pool.clone()),
             start: Batcher::start(pool.clone()),

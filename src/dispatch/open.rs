@@ -1,0 +1,102 @@
+//! The fast path of a job for a new challenge: one commit (`Store::open`, shared with other
+//! jobs) claims it, takes its limits and records its first attempt as begun, where the slow
+//! path commits the claim, the admission and the attempt's start one after another.
+//!
+//! It applies only when everything that commit decides can be known beforehand: the code is
+//! not about to expire, geo permissions and conversion blocks allow the destination, no cached
+//! refusal applies, a provider's breaker admits a call and a call slot is reserved (so that the
+//! attempt marked as begun is really made at once). Otherwise, and for a challenge already
+//! recorded (a duplicate, a redelivery, a takeover), the job takes the slow path, which handles
+//! every case; the outcomes and audit rows are the same either way.
+
+use super::deliver::{Progress, Started};
+use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
+use crate::domain::{DeliveryState, Job};
+use crate::events::Pending;
+use crate::providers::Pick;
+use crate::render::Message;
+use crate::store::{FirstAttempt, NewDelivery, Opened, Owner};
+use chrono::Utc;
+
+impl Dispatcher {
+    /// Works the job through the fast path; `None` if the slow path must take it.
+    pub(super) async fn open(
+        &self,
+        job: &Job,
+        message: &Message,
+        new: &NewDelivery<'_>,
+        owner: Owner<'_>,
+    ) -> Result<Option<Outcome>, Halt> {
+        let allowed = self.limits.screen(job.channel, admit::phone(job)).is_ok();
+        if !allowed || !self.retry.may_start(Utc::now(), job.expires_at) {
+            return Ok(None);
+        }
+        let takes = self.takes(job, new.destination_hmac);
+        if self.limits.cached(&takes).is_some() {
+            return Ok(None);
+        }
+        let Pick::Use(index) = self.providers.pick(job.channel, None) else {
+            return Ok(None);
+        };
+        let reservation = tokio::select! {
+            r = self.providers.reserve(index) => r,
+            _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
+        };
+        // The wait for a slot may have been long.
+        if !self.retry.may_start(Utc::now(), job.expires_at) {
+            return Ok(None);
+        }
+        let (keys, decide) = self.judgement(takes);
+        let first = FirstAttempt {
+            provider: self.providers.name(index),
+            keys,
+            decide,
+            lease: self.attempt_timeout + LEASE_SLACK,
+        };
+        match self.persist(|| self.store.open(new, owner, &first)).await? {
+            Opened::Exists => Ok(None),
+            Opened::Refused(refusal) => {
+                drop(reservation);
+                self.publish(&self.event(job, DeliveryState::Received))
+                    .await?;
+                self.conclude_refusal(job, owner, refusal).await.map(Some)
+            }
+            Opened::Started => {
+                // Not awaited before the call: the attempt is recorded as begun, and a broker
+                // failure here must not strand it, which would make it look in doubt.
+                let accepted = self.send_accepted(job).await;
+                let p = Progress {
+                    attempt: 1,
+                    in_doubt: false,
+                    avoid: None,
+                };
+                let started = Started { index, reservation };
+                let outcome = self.deliver(job, message, owner, p, Some(started)).await?;
+                if let Some(accepted) = accepted
+                    && let Err(e) = accepted.confirmed().await
+                {
+                    tracing::warn!(error = %e, "the accepted event was not confirmed");
+                }
+                Ok(Some(outcome))
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Sends the `accepted` event, returning its pending confirm (`None` if it could not even
+    /// be sent: the job goes on, and its terminal event is what the broker must take).
+    async fn send_accepted(&self, job: &Job) -> Option<Pending> {
+        match self
+            .publisher
+            .send_event(&self.event(job, DeliveryState::Received))
+            .await
+        {
+            Ok(pending) => Some(pending),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not send the accepted event");
+                None
+            }
+        }
+    }
+}
