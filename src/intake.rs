@@ -207,11 +207,11 @@ impl Intake {
                 Handled::Acked(outcome)
             }
             Disposition::DeadLetter(rejection) => {
-                match self
-                    .publisher
-                    .dead_letter(&delivery.data, &delivery.properties, &rejection)
-                    .await
-                {
+                // Boxed: rare, and it would otherwise enlarge every job's future.
+                let dead_letter =
+                    self.publisher
+                        .dead_letter(&delivery.data, &delivery.properties, &rejection);
+                match Box::pin(dead_letter).await {
                     Ok(()) => {
                         ack(&delivery).await;
                         Handled::DeadLettered(rejection.reason)

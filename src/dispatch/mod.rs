@@ -131,17 +131,19 @@ impl Dispatcher {
 
     /// Processes one message. Never panics on input; every path ends in a disposition.
     pub async fn process(&self, m: Inbound<'_>) -> Processed {
-        if let Some(refused) = self.refuse_unsigned(&m).await {
+        // The rare paths are boxed: a job's future is as large as its largest state, and a
+        // thousand of them are in flight under load.
+        if let Some(refused) = Box::pin(self.refuse_unsigned(&m)).await {
             return refused;
         }
         if m.kind == Some(inbound::VERIFIED_TYPE) {
-            return self.verified(m.body).await;
+            return Box::pin(self.verified(m.body)).await;
         }
         let job = match Job::parse(m.body) {
             Ok(job) => job,
             Err(rejection) => {
                 let challenge_id = rejection.challenge_id.as_ref().map(|c| c.to_string());
-                let disposition = self.reject(rejection, &BTreeMap::new()).await;
+                let disposition = Box::pin(self.reject(rejection, &BTreeMap::new())).await;
                 return Processed {
                     challenge_id,
                     disposition,
@@ -159,7 +161,7 @@ impl Dispatcher {
                         detail: e.to_string(),
                         challenge_id: Some(job.challenge_id.clone()),
                     };
-                    return self.reject(r, &job.metadata).await;
+                    return Box::pin(self.reject(r, &job.metadata)).await;
                 }
             };
             match self.process_valid(&job, &message).await {
@@ -244,10 +246,7 @@ impl Dispatcher {
             };
             let result = match opened {
                 Ok(Some(outcome)) => Ok(outcome),
-                Ok(None) => match self.claim(&new, owner.token).await {
-                    Ok(claim) => self.work(job, message, &hmac, owner, claim).await,
-                    Err(halt) => Err(halt),
-                },
+                Ok(None) => Box::pin(self.claim_and_work(job, message, &new, owner)).await,
                 Err(halt) => Err(halt),
             };
             match result {
@@ -263,6 +262,20 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// The slow path: claims the challenge (taking it over, or finding it done or busy) and
+    /// works it from where it stands.
+    async fn claim_and_work(
+        &self,
+        job: &Job,
+        message: &Message,
+        new: &NewDelivery<'_>,
+        owner: Owner<'_>,
+    ) -> Result<Outcome, Halt> {
+        let claim = self.claim(new, owner.token).await?;
+        self.work(job, message, new.destination_hmac, owner, claim)
+            .await
     }
 
     async fn work(
