@@ -2,9 +2,12 @@
 //!
 //! It keeps one connection alive (reconnecting with capped, jittered backoff), consumes the
 //! jobs queue with manual acks and a bounded prefetch, runs each job through the dispatcher in
-//! its own task, and acks, dead-letters or abandons the message as the dispatcher says. Tags of
-//! a dead channel are never acked: every task holds its own delivery, and an ack on a closed
-//! channel fails harmlessly while the broker redelivers the job.
+//! its own task, and acks, dead-letters or abandons the message as the dispatcher says. Acks go
+//! out in runs with `multiple` (`acks.rs`). Tags of a dead channel are never acked: each
+//! session has its own ack task, and an ack on a closed channel fails harmlessly while the
+//! broker redelivers the job.
+
+mod acks;
 
 use crate::amqp;
 use crate::config::AmqpSettings;
@@ -12,10 +15,11 @@ use crate::dispatch::{Dispatcher, Disposition, Inbound, Outcome, SIGNATURE_HEADE
 use crate::domain::{Channel, RejectReason};
 use crate::events::Publisher;
 use crate::metrics::{ChannelLabels, Metrics};
+use acks::Acks;
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +143,7 @@ impl Intake {
         self.publisher
             .set_channel(Some(amqp::publisher_channel(&connection).await?));
         let channel = amqp::consumer_channel(&connection, s.prefetch).await?;
+        let acks = Acks::start(channel.clone());
         let tag = format!("otpd-{}", std::process::id());
         let mut consumer = channel
             .basic_consume(
@@ -160,6 +165,7 @@ impl Intake {
                     // channel when its last handle is dropped, so the drain must happen here.)
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     self.drain(jobs).await;
+                    acks.flush_and_stop().await;
                     let _ = channel.close(200, "otpd shutting down".into()).await;
                     return Ok(connection);
                 }
@@ -177,7 +183,8 @@ impl Intake {
                         let me = Arc::clone(self);
                         let reconnect = Arc::clone(reconnect);
                         let shutdown = shutdown.clone();
-                        jobs.spawn(async move { me.handle(delivery, &reconnect, &shutdown).await });
+                        let acks = acks.clone();
+                        jobs.spawn(async move { me.handle(delivery, &acks, &reconnect, &shutdown).await });
                     }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(SessionEnd::ConsumerEnded),
@@ -189,6 +196,7 @@ impl Intake {
     async fn handle(
         &self,
         delivery: Delivery,
+        acks: &Acks,
         reconnect: &Reconnect,
         shutdown: &CancellationToken,
     ) {
@@ -203,7 +211,7 @@ impl Intake {
         let processed = self.dispatcher.process(inbound).await;
         let handled = match processed.disposition {
             Disposition::Ack(outcome) => {
-                ack(&delivery).await;
+                acks.finished(delivery.delivery_tag);
                 Handled::Acked(outcome)
             }
             Disposition::DeadLetter(rejection) => {
@@ -213,7 +221,7 @@ impl Intake {
                         .dead_letter(&delivery.data, &delivery.properties, &rejection);
                 match Box::pin(dead_letter).await {
                     Ok(()) => {
-                        ack(&delivery).await;
+                        acks.finished(delivery.delivery_tag);
                         Handled::DeadLettered(rejection.reason)
                     }
                     Err(e) => {
@@ -262,13 +270,5 @@ fn header_str(props: &lapin::BasicProperties, name: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
-    }
-}
-
-async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        // The channel closed after the outcome was committed: the broker redelivers the job and
-        // deduplication acks it without sending again.
-        tracing::warn!(error = %e, "ack failed; the job will be redelivered and deduplicated");
     }
 }
