@@ -362,7 +362,10 @@ impl Dispatcher {
         event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
         event.in_doubt = f.in_doubt;
         self.publish(&event).await?;
-        self.store.mark_event_published(owner.id);
+        // Awaited, not queued: a mark lost in an outage would leave the row saying its event
+        // was never confirmed.
+        self.persist(|| self.store.mark_event_published(owner.id))
+            .await?;
         Ok(Outcome::Finished(f.state))
     }
 }

@@ -377,7 +377,8 @@ impl Dispatcher {
             event.retry_after_secs = row.retry_at.map(retry_after_secs);
             event.in_doubt = row.in_doubt;
             self.publish(&event).await?;
-            self.store.mark_event_published(job.challenge_id.as_str());
+            self.persist(|| self.store.mark_event_published(job.challenge_id.as_str()))
+                .await?;
         }
         Ok(Outcome::Duplicate(state))
     }

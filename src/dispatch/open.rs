@@ -38,9 +38,12 @@ impl Dispatcher {
         let Pick::Use(index) = self.providers.pick(job.channel, None) else {
             return Ok(None);
         };
+        // Bounded like the slow path's wait, which then chooses the provider again (its
+        // breaker may have opened meanwhile).
         let reservation = tokio::select! {
             r = self.providers.reserve(index) => r,
             _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
+            _ = tokio::time::sleep(self.attempt_timeout) => return Ok(None),
         };
         // The wait for a slot may have been long.
         if !self.retry.may_start(Utc::now(), job.expires_at) {

@@ -70,12 +70,6 @@ impl<O: Op> Batcher<O> {
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
-
-    /// Queues `op` without waiting for it: for writes nothing depends on.
-    pub fn post(&self, op: O) {
-        let (reply, _) = oneshot::channel();
-        let _ = self.requests.send(Request { op, reply });
-    }
 }
 
 /// Gathers requests into batches and runs up to [`IN_FLIGHT`] at once.

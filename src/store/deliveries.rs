@@ -278,12 +278,11 @@ impl Store {
         Ok(())
     }
 
-    /// The broker confirmed the terminal status event. Queued, not awaited: the flag only
-    /// spares a redelivered copy from publishing the event again, so losing it in a crash
-    /// costs one duplicate event, and the job's ack need not wait for it.
-    pub fn mark_event_published(&self, id: &str) {
-        self.writes.published.post(PublishedOp {
+    /// The broker confirmed the terminal status event. Batched with other jobs' marks.
+    pub async fn mark_event_published(&self, id: &str) -> Result<(), StoreError> {
+        let op = PublishedOp {
             challenge_id: id.to_string(),
-        });
+        };
+        self.writes.published.submit(op).await
     }
 }
