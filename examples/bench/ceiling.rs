@@ -76,7 +76,9 @@ pub async fn database(n: usize) -> f64 {
         .execute(&admin)
         .await
         .unwrap();
-    let pool = sqlx::PgPool::connect(&format!("{PG}/{db}")).await.unwrap();
+    let pool = sqlx::PgPool::connect(&super::child::database_url(&db))
+        .await
+        .unwrap();
     sqlx::query("CREATE TABLE e (id bigserial PRIMARY KEY, challenge_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text NOT NULL, state text)")
         .execute(&pool)
         .await

@@ -6,6 +6,16 @@ use std::process::{Child, Command, Stdio};
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// The URL of database `db` for the measured connections (otpd's and the insert ceiling's):
+/// `BENCH_PG_QUERY`, if set, is its query string, e.g. `sslmode=disable` to measure what TLS
+/// costs (sqlx's default, `prefer`, negotiates TLS whenever the server offers it).
+pub fn database_url(db: &str) -> String {
+    match std::env::var("BENCH_PG_QUERY") {
+        Ok(query) if !query.is_empty() => format!("{PG}/{db}?{query}"),
+        _ => format!("{PG}/{db}"),
+    }
+}
+
 /// The run's settings: the shipped defaults (and any `OTPD__` variable set for the bench, which
 /// the child inherits too) with names of its own.
 pub fn settings(suffix: &str) -> otpd::config::Settings {
@@ -42,7 +52,10 @@ pub fn spawn(suffix: &str, provider: &str) -> Child {
         )
         .env("OTPD__AMQP__DEAD_LETTER_QUEUE", &s.amqp.dead_letter_queue)
         .env("OTPD__AMQP__EVENTS_EXCHANGE", &s.amqp.events_exchange)
-        .env("OTPD__DATABASE__URL", format!("{PG}/otpd_bench_{suffix}"))
+        .env(
+            "OTPD__DATABASE__URL",
+            database_url(&format!("otpd_bench_{suffix}")),
+        )
         .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
         .env("OTPD__CHANNELS__SMS", "twilio")
         .env("OTPD__PROVIDERS__TWILIO__BASE_URL", provider)

@@ -16,7 +16,9 @@
 //!
 //! and prints one table: throughput, latency percentiles publish → provider request and
 //! publish → terminal event for both runs, otpd's peak RSS and the ratio to the ceiling. Any
-//! `OTPD__` variable set for the bench reaches the child too. It removes its queues and database.
+//! `OTPD__` variable set for the bench reaches the child too (e.g. `OTPD__AMQP__PREFETCH`), and
+//! `BENCH_PG_QUERY` is appended to the measured database URLs (e.g. `sslmode=disable`). It
+//! removes its queues and database.
 
 mod ceiling;
 mod child;
