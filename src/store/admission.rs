@@ -75,6 +75,50 @@ struct Row {
 
 pub(super) type Key = (String, String);
 
+/// The statement text that writes a [`Ledger`]'s counters: `cu` updates the existing ones
+/// ($1..$7), `ci` inserts the new ones ($8..$14) and returns a row for each it inserted. A
+/// statement built on it adds its own writes and ends with `SELECT count(*) FROM ci`.
+macro_rules! counter_writes {
+    () => {
+        "WITH cu AS (UPDATE limit_counters c
+                        SET tat = n.tat, hour_start = n.hour_start, hour_used = n.hour_used,
+                            day_start = n.day_start, day_used = n.day_used
+                       FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
+                                   $6::timestamptz[], $7::bigint[])
+                            AS n (rule, key, tat, hour_start, hour_used, day_start, day_used)
+                      WHERE c.rule = n.rule AND c.key = n.key),
+              ci AS (INSERT INTO limit_counters (rule, key, tat, hour_start, hour_used, day_start, day_used)
+                     SELECT * FROM UNNEST($8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                                          $12::bigint[], $13::timestamptz[], $14::bigint[])
+                     ON CONFLICT (rule, key) DO NOTHING
+                     RETURNING 1)"
+    };
+}
+pub(super) use counter_writes;
+
+/// Binds a [`CounterWrites`] as $1..$14 of a statement built on [`counter_writes`].
+macro_rules! bind_counters {
+    ($query:expr, $w:expr) => {{
+        let w = $w;
+        $query
+            .bind(w.old.rules)
+            .bind(w.old.keys)
+            .bind(w.old.tat)
+            .bind(w.old.hour_start)
+            .bind(w.old.hour_used)
+            .bind(w.old.day_start)
+            .bind(w.old.day_used)
+            .bind(w.new.rules)
+            .bind(w.new.keys)
+            .bind(w.new.tat)
+            .bind(w.new.hour_start)
+            .bind(w.new.hour_used)
+            .bind(w.new.day_start)
+            .bind(w.new.day_used)
+    }};
+}
+pub(super) use bind_counters;
+
 impl Op for AdmitOp {
     type Output = Admission;
 
@@ -85,9 +129,9 @@ impl Op for AdmitOp {
     async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<Admission>, StoreError> {
         loop {
             let mut tx = pool.begin().await?;
-            let owned = lock_owned(&mut tx, batch).await?;
+            let (owned, clock) = lock_owned(&mut tx, batch).await?;
             let jobs = batch.iter().filter(|o| owned.contains(&o.challenge_id));
-            let mut ledger = Ledger::lock(&mut tx, jobs.flat_map(|o| &o.keys)).await?;
+            let mut ledger = Ledger::lock(&mut tx, jobs.flat_map(|o| &o.keys), clock).await?;
             let mut outputs = Vec::with_capacity(batch.len());
             let mut admitted: Vec<&str> = Vec::new();
             for op in batch {
@@ -103,15 +147,21 @@ impl Op for AdmitOp {
                     Err(refusal) => outputs.push(Admission::Refused(refusal)),
                 }
             }
-            if !admitted.is_empty() {
-                sqlx::query(
-                    "UPDATE deliveries SET admitted = true, updated_at = now() WHERE challenge_id = ANY($1)",
-                )
-                .bind(&admitted)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if ledger.write(&mut tx).await? {
+            let writes = ledger.writes();
+            let expected = writes.new.rules.len() as i64;
+            let inserted: i64 = bind_counters!(
+                sqlx::query_scalar(concat!(
+                    counter_writes!(),
+                    ", ad AS (UPDATE deliveries SET admitted = true, updated_at = now()
+                               WHERE challenge_id = ANY($15))
+                     SELECT count(*) FROM ci"
+                )),
+                writes
+            )
+            .bind(&admitted)
+            .fetch_one(&mut *tx)
+            .await?;
+            if inserted == expected {
                 tx.commit().await?;
                 return Ok(outputs);
             }
@@ -121,13 +171,14 @@ impl Op for AdmitOp {
     }
 }
 
-/// The batch's challenges that are still owned by the token their caller holds, locked.
+/// The batch's challenges that are still owned by the token their caller holds, locked, and
+/// the database's clock.
 async fn lock_owned(
     tx: &mut sqlx::PgConnection,
     batch: &[&AdmitOp],
-) -> Result<HashSet<String>, StoreError> {
-    let owned: Vec<String> = sqlx::query_scalar(
-        "SELECT d.challenge_id FROM deliveries d
+) -> Result<(HashSet<String>, Option<DateTime<Utc>>), StoreError> {
+    let owned: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT d.challenge_id, clock_timestamp() FROM deliveries d
            JOIN UNNEST($1::text[], $2::int8[]) AS t(id, token)
              ON d.challenge_id = t.id AND d.lease_token = t.token
           ORDER BY d.challenge_id
@@ -142,15 +193,16 @@ async fn lock_owned(
     .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    Ok(owned.into_iter().collect())
+    let clock = owned.first().map(|(_, at)| *at);
+    Ok((owned.into_iter().map(|(id, _)| id).collect(), clock))
 }
 
 /// The counters a batch takes, within its transaction: the existing ones locked, the missing
 /// ones assumed new, every job judged in turn against what the jobs before it left, and each
-/// counter written once at the end.
+/// changed counter written once at the end, by the caller's statement.
 pub(super) struct Ledger {
     counters: HashMap<Key, Counter>,
-    /// Keys with a row in `limit_counters` (locked); the others are inserted by `write`.
+    /// Keys with a row in `limit_counters` (locked); the others are inserted.
     existing: HashSet<Key>,
     changed: HashSet<Key>,
     now: DateTime<Utc>,
@@ -158,20 +210,22 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Locks the existing counters among `keys` (in key order, so that concurrent batches
-    /// cannot deadlock) and reads the database's clock.
+    /// cannot deadlock) and reads the database's clock after the locks; `clock` is the
+    /// database's clock read earlier in the transaction, for when there is nothing to lock.
     pub async fn lock<'k>(
         tx: &mut sqlx::PgConnection,
         keys: impl Iterator<Item = &'k Key>,
+        clock: Option<DateTime<Utc>>,
     ) -> Result<Ledger, StoreError> {
         let mut keys: Vec<&Key> = keys.collect();
         keys.sort();
         keys.dedup();
-        let (rules, names): (Vec<&str>, Vec<&str>) =
-            keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
-        let (rows, now): (Vec<Row>, DateTime<Utc>) = if keys.is_empty() {
-            (Vec::new(), Utc::now())
+        let rows: Vec<Row> = if keys.is_empty() {
+            Vec::new()
         } else {
-            let rows: Vec<Row> = sqlx::query_as(
+            let (rules, names): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
+            sqlx::query_as(
                 "SELECT c.rule, c.key, tat, hour_start, hour_used, day_start, day_used, clock_timestamp() AS now
                    FROM limit_counters c JOIN UNNEST($1::text[], $2::text[]) AS k(rule, key)
                      ON c.rule = k.rule AND c.key = k.key
@@ -181,17 +235,13 @@ impl Ledger {
             .bind(&rules)
             .bind(&names)
             .fetch_all(&mut *tx)
-            .await?;
-            let now = match rows.first() {
-                Some(r) => r.now,
-                None => {
-                    sqlx::query_scalar("SELECT clock_timestamp()")
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-            };
-            (rows, now)
+            .await?
         };
+        let now = rows
+            .first()
+            .map(|r| r.now)
+            .or(clock)
+            .unwrap_or_else(Utc::now);
         let mut ledger = Ledger {
             counters: HashMap::with_capacity(keys.len()),
             existing: HashSet::with_capacity(rows.len()),
@@ -227,55 +277,38 @@ impl Ledger {
         Ok(())
     }
 
-    /// Writes every changed counter once: existing rows updated (in place: only the pkey is
-    /// indexed), new ones inserted. Returns false if another transaction inserted one of the
-    /// new counters since `lock`, in which case the caller rolls back and starts over.
-    pub async fn write(self, tx: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
+    /// The changed counters, split into updates of existing rows (in place: only the primary
+    /// key is indexed) and inserts of new ones, in key order. If another transaction inserted
+    /// one of the new ones since [`Ledger::lock`], the insert skips it and its `count(*)`
+    /// comes short: the caller rolls back and starts over.
+    pub fn writes(&self) -> CounterWrites<'_> {
         let mut changed: Vec<&Key> = self.changed.iter().collect();
         changed.sort();
         let (old, new): (Vec<&Key>, Vec<&Key>) = changed
             .into_iter()
             .partition(|k| self.existing.contains(*k));
-        if !old.is_empty() {
-            sqlx::query(
-                "UPDATE limit_counters c
-                    SET tat = n.tat, hour_start = n.hour_start, hour_used = n.hour_used,
-                        day_start = n.day_start, day_used = n.day_used
-                   FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
-                               $6::timestamptz[], $7::bigint[])
-                        AS n (rule, key, tat, hour_start, hour_used, day_start, day_used)
-                  WHERE c.rule = n.rule AND c.key = n.key",
-            )
-            .bind_columns(Columns::of(&old, &self.counters))
-            .execute(&mut *tx)
-            .await?;
+        CounterWrites {
+            old: Columns::of(&old, &self.counters),
+            new: Columns::of(&new, &self.counters),
         }
-        if new.is_empty() {
-            return Ok(true);
-        }
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO limit_counters (rule, key, tat, hour_start, hour_used, day_start, day_used)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
-                                  $6::timestamptz[], $7::bigint[])
-             ON CONFLICT (rule, key) DO NOTHING
-             RETURNING key",
-        )
-        .bind_columns(Columns::of(&new, &self.counters))
-        .fetch_all(&mut *tx)
-        .await?;
-        Ok(inserted.len() == new.len())
     }
 }
 
-/// The arrays a batch of counters is written from, in the order of the statements' parameters.
-struct Columns<'a> {
-    rules: Vec<&'a str>,
-    keys: Vec<&'a str>,
-    tat: Vec<Option<DateTime<Utc>>>,
-    hour_start: Vec<Option<DateTime<Utc>>>,
-    hour_used: Vec<i64>,
-    day_start: Vec<Option<DateTime<Utc>>>,
-    day_used: Vec<i64>,
+/// What [`bind_counters`] binds.
+pub(super) struct CounterWrites<'a> {
+    pub old: Columns<'a>,
+    pub new: Columns<'a>,
+}
+
+/// The arrays counters are written from, in the order of the statement's parameters.
+pub(super) struct Columns<'a> {
+    pub rules: Vec<&'a str>,
+    pub keys: Vec<&'a str>,
+    pub tat: Vec<Option<DateTime<Utc>>>,
+    pub hour_start: Vec<Option<DateTime<Utc>>>,
+    pub hour_used: Vec<i64>,
+    pub day_start: Vec<Option<DateTime<Utc>>>,
+    pub day_used: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -292,27 +325,3 @@ impl<'a> Columns<'a> {
         }
     }
 }
-
-/// Binds [`Columns`] as the parameters $1..$7 of a query or a scalar query.
-trait BindColumns<'a>: Sized {
-    fn bind_columns(self, c: Columns<'a>) -> Self;
-}
-
-macro_rules! bind_columns {
-    ($ty:ty) => {
-        impl<'a> BindColumns<'a> for $ty {
-            fn bind_columns(self, c: Columns<'a>) -> Self {
-                self.bind(c.rules)
-                    .bind(c.keys)
-                    .bind(c.tat)
-                    .bind(c.hour_start)
-                    .bind(c.hour_used)
-                    .bind(c.day_start)
-                    .bind(c.day_used)
-            }
-        }
-    };
-}
-
-bind_columns!(sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>);
-bind_columns!(sqlx::query::QueryScalar<'a, sqlx::Postgres, String, sqlx::postgres::PgArguments>);
