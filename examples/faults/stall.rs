@@ -7,6 +7,10 @@ use crate::scenarios::{DONE_LIMIT, HOUR, Report, secs};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The shipped default, set explicitly so that the check below cannot drift from it.
+const PREFETCH: u64 = 1000;
+const PREFETCH_ENV: &str = "1000";
+
 /// Scenario 7: the provider stalls. In-flight work stays bounded and memory flat, SIGTERM
 /// still exits within its drain deadline, and after a restart nothing is lost.
 pub async fn stalled_provider() -> Report {
@@ -17,6 +21,7 @@ pub async fn stalled_provider() -> Report {
         ("RETRY__MAX_ATTEMPTS", "100"),
         ("DELIVERY__BREAKER_OPEN_MS", "2000"),
         ("SHUTDOWN__DRAIN_TIMEOUT_MS", "5000"),
+        ("AMQP__PREFETCH", PREFETCH_ENV),
     ];
     let mut rig = Rig::new("stall", n, &extra).await;
     let fake = rig.fake.clone();
@@ -38,10 +43,10 @@ pub async fn stalled_provider() -> Report {
     });
     let shown = unacked.map_or_else(|| "unknown".into(), |u| u.to_string());
     r.fig(
-        "jobs held unacked (prefetch 64) / calls to the stalled provider in 20 s",
+        "jobs held unacked (prefetch 1000) / calls to the stalled provider in 20 s",
         format!("{shown} / {}", a.calls.load(Ordering::SeqCst)),
     );
-    r.check(unacked.is_some_and(|u| u <= 64), || {
+    r.check(unacked.is_some_and(|u| u <= PREFETCH), || {
         format!("{unacked:?} jobs unacked, over the prefetch")
     });
     let drain = rig.stop().await;
