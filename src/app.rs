@@ -26,6 +26,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("providers: {0}")]
     Providers(#[from] BuildError),
+    #[error("{0}")]
+    Templates(#[from] crate::templates::TemplateError),
     #[error("binding the HTTP listener on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -91,7 +93,9 @@ impl App {
         let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
         let amqp = settings.amqp.clone();
+        let templates = crate::templates::Templates::load(&settings)?;
         let parts = DispatcherParts {
+            templates,
             store: store.clone(),
             publisher: publisher.clone(),
             providers,

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! intake ──► dispatch ──► limits
-//!                    ├──► render
+//!                    ├──► templates ──► render
 //!                    ├──► providers (twilio, smtp, log)
 //!                    ├──► store (PostgreSQL)
 //!                    └──► events (status events, dead letters)
@@ -21,7 +21,8 @@
 //! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
 //! - [`retry`]: the pure retry policy (capped exponential backoff, full jitter, expiry).
 //! - [`limits`]: per-destination and per-account rate limits.
-//! - [`render`]: the message text for each channel; [`segments`]: what an SMS costs.
+//! - [`templates`]: localised minijinja templates, checked with a sample at start-up;
+//!   [`render`]: the rendered message of each channel; [`segments`]: what an SMS costs.
 //! - [`providers`]: delivery to vendors; they never touch the store or the broker.
 //! - [`store`]: PostgreSQL: the per-challenge state and the append-only audit trail.
 //! - [`events`]: status events and dead-lettering, with publisher confirms.
@@ -54,4 +55,5 @@ pub mod retry;
 pub mod segments;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod watchdog;

@@ -65,6 +65,13 @@ pub struct SpendLabels {
     pub country: String,
 }
 
+/// SMS segments by provider and destination country.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SegmentLabels {
+    pub provider: String,
+    pub country: String,
+}
+
 /// Receipts by final state; countries as for [`SpendLabels`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiptLabels {
@@ -138,6 +145,9 @@ pub struct Metrics {
     pub queue_lag: Family<ChannelLabels, Histogram>,
     /// otpd_webhook_rejected_total{reason}: provider callbacks refused (bad signature).
     pub webhook_rejected: Family<ReasonLabels, Counter>,
+    /// otpd_sms_segments_total{provider,country}: SMS segments providers accepted; what
+    /// vendors bill. Countries as for [`SpendLabels`].
+    pub sms_segments: Family<SegmentLabels, Counter>,
 }
 
 /// Carrier receipts take seconds to minutes; queue lag is seconds-resolution (AMQP timestamps).
@@ -344,9 +354,18 @@ impl Metrics {
             "Provider callbacks refused, by reason",
             webhook_rejected.clone(),
         );
+        let sms_segments = Family::default();
+        reg(
+            &mut registry,
+            &mut names,
+            "sms_segments",
+            "SMS segments accepted by providers (what vendors bill)",
+            sms_segments.clone(),
+        );
         Metrics {
             registry,
             names,
+            sms_segments,
             retries,
             in_doubt_resends,
             receipts,

@@ -113,7 +113,12 @@ async fn a_voice_job_places_a_call_that_reads_the_digits_twice() {
         "{}",
         f["Twiml"]
     );
-    assert!(f["Twiml"].starts_with("<Response><Say>"));
+    // The shipped `en` voice: Twilio's Amazon Polly voice for US English.
+    assert!(
+        f["Twiml"].starts_with("<Response><Say language=\"en-US\" voice=\"Polly.Joanna\">Your otpd verification code is: 9, 0, 5, 1.</Say><Pause length=\"1\"/>"),
+        "{}",
+        f["Twiml"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 
 use super::{ProviderConfig, Settings, SmtpSettings, TwilioSettings};
 use crate::domain::Channel;
-use crate::render::Placeholders;
 use config::{Config, Environment, File, FileFormat};
 use std::path::Path;
 
@@ -16,6 +15,8 @@ pub enum ConfigError {
     Source(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("configuration: {0}")]
+    Template(#[from] crate::templates::TemplateError),
 }
 
 pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -47,6 +48,18 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         builder = builder.add_source(env().source(Some(credentials)));
     }
     let settings: Settings = builder.add_source(env()).build()?.try_deserialize()?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+/// The defaults with `toml` over them, validated; no file or environment is read. For tools
+/// and tests that build settings in code.
+pub fn load_from_str(toml: &str) -> Result<Settings, ConfigError> {
+    let settings: Settings = Config::builder()
+        .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+        .add_source(File::from_str(toml, FileFormat::Toml))
+        .build()?
+        .try_deserialize()?;
     validate(&settings)?;
     Ok(settings)
 }
@@ -91,7 +104,7 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     super::limits::validate_budget(&s.budget)?;
     super::limits::validate_abuse(&s.geo, &s.signing, &s.conversion)?;
     validate_retry(s)?;
-    validate_messages(s)?;
+    validate_app(s)?;
     validate_delivery(s)?;
     validate_providers(s)
 }
@@ -189,21 +202,48 @@ fn validate_retry(s: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_messages(s: &Settings) -> Result<(), ConfigError> {
-    let m = &s.messages;
-    for (key, text) in [
-        ("messages.sms", &m.sms),
-        ("messages.email_subject", &m.email_subject),
-        ("messages.email_text", &m.email_text),
-    ] {
-        Placeholders::check(text).map_err(|e| invalid(key, e))?;
+fn validate_app(s: &Settings) -> Result<(), ConfigError> {
+    let app = &s.app;
+    if crate::domain::parse_locale(&app.default_locale).is_err() {
+        return Err(invalid("app.default_locale", "must be a BCP 47 tag such as en or pt-BR"));
     }
-    if !m.sms.contains("{code}") || !m.email_text.contains("{code}") {
+    let domain = app.webotp_domain.trim();
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+    if !domain.is_empty() && (!domain.contains('.') || !domain.chars().all(host_char)) {
         return Err(invalid(
-            "messages.sms",
-            "the sms and email_text messages must contain {code}",
+            "app.webotp_domain",
+            "must be a host name such as login.example.com (no scheme, port or path)",
         ));
     }
+    let hash = app.android_app_hash.trim();
+    let hash_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/');
+    if !hash.is_empty() && (hash.len() != 11 || !hash.chars().all(hash_char)) {
+        return Err(invalid(
+            "app.android_app_hash",
+            "must be the 11-character hash of the app's signing certificate (base64)",
+        ));
+    }
+    let from = app.email_from.trim();
+    if !from.is_empty() && from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(invalid(
+            "app.email_from",
+            "must be a mailbox such as \"Example <no-reply@example.com>\"",
+        ));
+    }
+    if s.templates.sms_max_segments == 0 {
+        return Err(invalid("templates.sms_max_segments", "must be at least 1"));
+    }
+    for key in &s.templates.metadata.0 {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        if !key.chars().all(ident) || key.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(invalid(
+                "templates.metadata",
+                format!("`{key}` is not a plain name ([A-Za-z_][A-Za-z0-9_]*)"),
+            ));
+        }
+    }
+    // Every template, compiled and rendered with a sample; the error names the file.
+    crate::templates::Templates::load(s)?;
     Ok(())
 }
 
@@ -298,13 +338,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("providers.twilio.account_sid"), "{err}");
-        let err = with("[messages]\nsms = \"{code} {nope}\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("messages.sms") && err.contains("nope"),
-            "{err}"
-        );
+        let err = with("[app]\nwebotp_domain = \"https://x.example\"\n").unwrap_err();
+        assert!(err.to_string().contains("app.webotp_domain"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file() {
+        let dir = std::env::temp_dir().join(format!("otpd-templates-{}", std::process::id()));
+        let en = dir.join("default/en");
+        std::fs::create_dir_all(&en).unwrap();
+        std::fs::write(en.join("sms.txt"), "{{ code }} {{ nope }}\n").unwrap();
+        let toml = format!("[templates]\ndir = \"{}\"\n", dir.display());
+        let err = with(&toml).unwrap_err().to_string();
+        let file = en.join("sms.txt").display().to_string();
+        assert!(err.contains(&file) && err.contains("undefined"), "{err}");
+        std::fs::write(en.join("sms.txt"), "{{ code }} {% if %}\n").unwrap();
+        let err = with(&toml).unwrap_err().to_string();
+        assert!(err.contains(&file) && err.contains("syntax"), "{err}");
+        std::fs::write(en.join("sms.txt"), "{{ code }} is your code\n").unwrap();
+        with(&toml).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
     RuleSettings, Scope, SigningMode, SigningSettings,
 };
-pub use load::{ConfigError, DEFAULT_TOML, load};
+pub use load::{ConfigError, DEFAULT_TOML, load, load_from_str};
 pub use providers::{
     Chain, ChannelSettings, ProviderConfig, ProviderSettings, SmtpSettings, SmtpTls, TwilioSettings,
 };
@@ -85,7 +85,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub channels: ChannelSettings,
     pub providers: ProviderSettings,
-    pub messages: MessageSettings,
+    pub templates: TemplateSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -94,6 +94,12 @@ pub struct Settings {
 pub struct AppSettings {
     pub name: String,
     pub default_locale: String,
+    /// WebOTP: the origin's host; SMS messages end with `@<domain> #<code>`. Empty: off.
+    pub webotp_domain: String,
+    /// Android SMS Retriever: the app's 11-character hash, on its own line. Empty: off.
+    pub android_app_hash: String,
+    /// The From of emails (`Name <address>`); empty: the SMTP provider's own `from`.
+    pub email_from: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -200,12 +206,27 @@ impl RetrySettings {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// Where templates come from and what they may do; see docs/templates.md.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct MessageSettings {
-    pub sms: String,
-    pub email_subject: String,
-    pub email_text: String,
+pub struct TemplateSettings {
+    /// A directory of `<template>/<locale>/<file>` layered over the shipped templates.
+    pub dir: String,
+    /// SMS messages may not render (with a sample) to more segments than this.
+    pub sms_max_segments: u32,
+    /// Job metadata keys templates may read as `metadata.<key>`.
+    pub metadata: StringList,
+    /// TwiML `<Say>` language and voice per locale, found along the locale's fallback chain.
+    pub voices: std::collections::BTreeMap<String, VoiceSettings>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceSettings {
+    /// `<Say language="…">`, e.g. `pt-BR`; empty leaves Twilio's default (en-US).
+    pub language: String,
+    /// `<Say voice="…">`, e.g. `Polly.Camila`; empty leaves Twilio's default.
+    pub voice: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -3,7 +3,9 @@
 
 use super::{Dispatcher, Halt, Outcome};
 use crate::domain::{DeliveryState, Job};
-use crate::metrics::{AttemptLabels, ChannelLabels, JobLabels, ProviderLabels, SpendLabels};
+use crate::metrics::{
+    AttemptLabels, ChannelLabels, JobLabels, ProviderLabels, SegmentLabels, SpendLabels,
+};
 use crate::providers::{Attempted, Pick, ProviderError, Reservation, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
@@ -98,6 +100,7 @@ impl Dispatcher {
             let latency_ms = attempted.latency.as_millis() as u64;
             let failure = match attempted.result {
                 Ok(sent) => {
+                    self.count_segments(name, job, message);
                     let f = sent_finish(name, p.attempt, &sent, latency_ms, p.in_doubt);
                     return self.conclude(job, owner, f).await;
                 }
@@ -371,6 +374,20 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Adds an accepted SMS's segments to `otpd_sms_segments_total`.
+    fn count_segments(&self, provider: &str, job: &Job, message: &Message) {
+        if let Message::Sms { segments, .. } = message {
+            let country = super::admit::phone(job).map(|p| p.country());
+            self.metrics
+                .sms_segments
+                .get_or_create(&SegmentLabels {
+                    provider: provider.to_string(),
+                    country: country.unwrap_or("none").to_string(),
+                })
+                .inc_by(u64::from(*segments));
+        }
+    }
+
     /// Adds the configured price of a sent message to `otpd_spend_total`.
     fn count_spend(&self, job: &Job) {
         let country = super::admit::phone(job).map(|p| p.country());

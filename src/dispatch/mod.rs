@@ -18,14 +18,15 @@ mod outage;
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
-use crate::config::{ConversionSettings, MessageSettings, Settings};
+use crate::config::{ConversionSettings, Settings};
+use crate::templates::{RenderError, Templates};
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
 use crate::limits::signing::Verifier;
 use crate::metrics::{ChannelLabels, Metrics, ReasonLabels};
 use crate::providers::Providers;
-use crate::render::{self, Message};
+use crate::render::Message;
 use crate::retry::RetryPolicy;
 use crate::store::{Claim, NewDelivery, Owner, Recorded, Rejected, Store};
 use chrono::Utc;
@@ -88,8 +89,7 @@ pub struct Dispatcher {
     signing: Verifier,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
-    app_name: String,
-    messages: MessageSettings,
+    templates: Templates,
     conversion: ConversionSettings,
     attempt_timeout: Duration,
     resend_in_doubt: bool,
@@ -98,6 +98,7 @@ pub struct Dispatcher {
 }
 
 pub struct DispatcherParts {
+    pub templates: Templates,
     pub store: Store,
     pub publisher: Arc<Publisher>,
     pub providers: Providers,
@@ -115,8 +116,7 @@ impl Dispatcher {
             signing: Verifier::new(&settings.signing),
             retry: RetryPolicy::from_settings(&settings.retry),
             metrics: parts.metrics,
-            app_name: settings.app.name,
-            messages: settings.messages,
+            templates: parts.templates,
             conversion: settings.conversion.clone(),
             attempt_timeout: Duration::from_millis(settings.retry.attempt_timeout_ms),
             resend_in_doubt: settings.delivery.resend_in_doubt,
@@ -153,11 +153,15 @@ impl Dispatcher {
         let challenge_id = Some(job.challenge_id.to_string());
         let span = tracing::info_span!("job", challenge_id = %job.challenge_id, channel = %job.channel, to = %job.to.masked());
         let disposition = async {
-            let message = match render::render(&job, &self.app_name, &self.messages, Utc::now()) {
+            let message = match self.templates.render(&job, Utc::now()) {
                 Ok(m) => m,
                 Err(e) => {
+                    let reason = match e {
+                        RenderError::Unknown { .. } => crate::domain::RejectReason::UnknownTemplate,
+                        RenderError::Failed { .. } => crate::domain::RejectReason::TemplateError,
+                    };
                     let r = Rejection {
-                        reason: crate::domain::RejectReason::UnknownTemplate,
+                        reason,
                         detail: e.to_string(),
                         challenge_id: Some(job.challenge_id.clone()),
                     };

@@ -66,6 +66,7 @@ pub enum RejectReason {
     InvalidLocale,
     InvalidTemplate,
     UnknownTemplate,
+    TemplateError,
     InvalidClientIp,
     InvalidMetadata,
     Unsigned,
@@ -92,6 +93,7 @@ impl RejectReason {
             RejectReason::InvalidLocale => "invalid_locale",
             RejectReason::InvalidTemplate => "invalid_template",
             RejectReason::UnknownTemplate => "unknown_template",
+            RejectReason::TemplateError => "template_error",
             RejectReason::InvalidClientIp => "invalid_client_ip",
             RejectReason::InvalidMetadata => "invalid_metadata",
             RejectReason::Unsigned => "unsigned",
@@ -258,7 +260,7 @@ fn optional_str<T>(
 
 /// A pragmatic BCP 47 check: 2–35 characters, subtags of 1–8 letters or digits separated by
 /// hyphens, the first subtag 2–3 letters. Full registry validation is left to the templates.
-fn parse_locale(s: &str) -> Result<String, String> {
+pub fn parse_locale(s: &str) -> Result<String, String> {
     let err = || "locale must be a BCP 47 tag such as en or pt-BR".to_string();
     if s.len() < 2 || s.len() > 35 {
         return Err(err());

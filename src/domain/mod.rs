@@ -8,7 +8,7 @@ mod secret_code;
 mod state;
 
 pub use ids::{AccountId, ChallengeId};
-pub use job::{Job, RejectReason, Rejection};
+pub use job::{Job, RejectReason, Rejection, parse_locale};
 pub use mask::{mask_email, mask_phone};
 pub use secret_code::OtpCode;
 pub use state::DeliveryState;

@@ -52,6 +52,7 @@ impl SmtpProvider {
                 subject,
                 text,
                 html,
+                from,
             },
         ) = (to, message)
         else {
@@ -62,8 +63,20 @@ impl SmtpProvider {
                 detail,
             });
         };
+        // The app's From was checked at config load; a failure here is a misconfiguration.
+        let from = match from.as_deref().map(str::parse::<Mailbox>) {
+            None => self.from.clone(),
+            Some(Ok(mailbox)) => mailbox,
+            Some(Err(e)) => {
+                return Err(ProviderError::Permanent {
+                    status: None,
+                    reason: "provider_misconfigured",
+                    detail: format!("app.email_from: {e}"),
+                });
+            }
+        };
         let email = lettre::Message::builder()
-            .from(self.from.clone())
+            .from(from)
             .to(Mailbox::new(None, address.as_address().clone()))
             .subject(subject)
             .multipart(MultiPart::alternative_plain_html(

@@ -63,7 +63,7 @@ impl TwilioClient {
     pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
         let callback = self.status_callback.as_deref();
         let (url, form) = match message {
-            Message::Sms { body } => (
+            Message::Sms { body, .. } => (
                 &self.messages_url,
                 message_form(to.expose(), &self.sms_from, body, callback),
             ),
