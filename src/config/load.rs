@@ -15,8 +15,15 @@ pub enum ConfigError {
     Source(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// Not a `#[source]`: the message already says everything, once.
     #[error("configuration: {0}")]
-    Template(#[from] crate::templates::TemplateError),
+    Template(crate::templates::TemplateError),
+}
+
+impl From<crate::templates::TemplateError> for ConfigError {
+    fn from(e: crate::templates::TemplateError) -> ConfigError {
+        ConfigError::Template(e)
+    }
 }
 
 pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
