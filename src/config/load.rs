@@ -167,26 +167,50 @@ fn validate_providers(s: &Settings) -> Result<(), ConfigError> {
         }
     }
     for channel in Channel::ALL {
-        let key = format!("channels.{channel}");
-        let chain = &s.channels.chain(channel).0;
-        if chain.is_empty() {
-            return Err(invalid(key, "must name at least one provider"));
-        }
-        for (i, name) in chain.iter().enumerate() {
-            if chain[..i].contains(name) {
-                return Err(invalid(key, format!("names `{name}` twice")));
-            }
-            let Some(p) = s.providers.0.get(name) else {
+        validate_chain(
+            s,
+            &format!("channels.{channel}"),
+            s.channels.chain(channel),
+            channel,
+        )?;
+        for (dest, chain) in s.channels.routes.of(channel).into_iter().flatten() {
+            let key = format!("channels.routes.{channel}.{dest}");
+            if super::RouteKey::parse(dest).is_none() {
                 return Err(invalid(
                     key,
-                    format!("names `{name}`, but there is no [providers.{name}]"),
+                    "a route is an ISO country code (IN) or an E.164 prefix (\"+4475\")",
                 ));
-            };
-            match p {
-                ProviderConfig::Log(_) => {}
-                ProviderConfig::Twilio(t) => validate_twilio(name, t, channel)?,
-                ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
             }
+            validate_chain(s, &key, chain, channel)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_chain(
+    s: &Settings,
+    key: &str,
+    chain: &super::Chain,
+    channel: Channel,
+) -> Result<(), ConfigError> {
+    let chain = &chain.0;
+    if chain.is_empty() {
+        return Err(invalid(key, "must name at least one provider"));
+    }
+    for (i, name) in chain.iter().enumerate() {
+        if chain[..i].contains(name) {
+            return Err(invalid(key, format!("names `{name}` twice")));
+        }
+        let Some(p) = s.providers.0.get(name) else {
+            return Err(invalid(
+                key,
+                format!("names `{name}`, but there is no [providers.{name}]"),
+            ));
+        };
+        match p {
+            ProviderConfig::Log(_) => {}
+            ProviderConfig::Twilio(t) => validate_twilio(name, t, channel)?,
+            ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
         }
     }
     Ok(())
@@ -212,7 +236,10 @@ fn validate_retry(s: &Settings) -> Result<(), ConfigError> {
 fn validate_app(s: &Settings) -> Result<(), ConfigError> {
     let app = &s.app;
     if crate::domain::parse_locale(&app.default_locale).is_err() {
-        return Err(invalid("app.default_locale", "must be a BCP 47 tag such as en or pt-BR"));
+        return Err(invalid(
+            "app.default_locale",
+            "must be a BCP 47 tag such as en or pt-BR",
+        ));
     }
     let domain = app.webotp_domain.trim();
     let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
@@ -347,6 +374,29 @@ mod tests {
         assert!(err.contains("providers.twilio.account_sid"), "{err}");
         let err = with("[app]\nwebotp_domain = \"https://x.example\"\n").unwrap_err();
         assert!(err.to_string().contains("app.webotp_domain"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_route_names_its_key() {
+        let err = with("[channels.routes.sms]\nIndia = \"log\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("channels.routes.sms.India"),
+            "{err}"
+        );
+        let err = with("[channels.routes.voice]\n\"+91\" = \"vonage\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("channels.routes.voice.+91")
+                && err.to_string().contains("vonage"),
+            "{err}"
+        );
+        let s = with("[channels.routes.sms]\nIN = \"log\"\n\"+4475\" = \"log\"\n").unwrap();
+        assert_eq!(s.channels.routes.sms.len(), 2);
+        assert_eq!(
+            crate::config::RouteKey::parse("in"),
+            Some(crate::config::RouteKey::Country("IN".into()))
+        );
+        assert_eq!(crate::config::RouteKey::parse("+"), None);
+        assert_eq!(crate::config::RouteKey::parse("+44a"), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub use limits::{
 };
 pub use load::{ConfigError, DEFAULT_TOML, load, load_from_str};
 pub use providers::{
-    Chain, ChannelSettings, ProviderConfig, ProviderSettings, SmtpSettings, SmtpTls, TwilioSettings,
+    Chain, ChannelSettings, ProviderConfig, ProviderSettings, RouteKey, RouteSettings,
+    SmtpSettings, SmtpTls, TwilioSettings,
 };
 pub use secret::Secret;
 

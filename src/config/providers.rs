@@ -151,6 +151,50 @@ pub struct ChannelSettings {
     pub sms: Chain,
     pub voice: Chain,
     pub email: Chain,
+    /// Chains per destination for the phone channels; the chains above are the fallback.
+    #[serde(default)]
+    pub routes: RouteSettings,
+}
+
+/// `[channels.routes.sms] IN = "vonage, twilio"`: a key is an ISO 3166 country code (`IN`) or
+/// an E.164 prefix (`"+4475"`); the longest matching prefix wins, then the country.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteSettings {
+    pub sms: BTreeMap<String, Chain>,
+    pub voice: BTreeMap<String, Chain>,
+}
+
+impl RouteSettings {
+    /// The routes of a channel (email has none: an address has no country).
+    pub fn of(&self, channel: Channel) -> Option<&BTreeMap<String, Chain>> {
+        match channel {
+            Channel::Sms => Some(&self.sms),
+            Channel::Voice => Some(&self.voice),
+            Channel::Email => None,
+        }
+    }
+}
+
+/// Where a route applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKey {
+    /// An ISO 3166-1 alpha-2 code, uppercased.
+    Country(String),
+    /// An E.164 prefix, `+` and 1 to 15 digits.
+    Prefix(String),
+}
+
+impl RouteKey {
+    pub fn parse(key: &str) -> Option<RouteKey> {
+        let key = key.trim();
+        if let Some(digits) = key.strip_prefix('+') {
+            let ok = (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+            return ok.then(|| RouteKey::Prefix(key.to_string()));
+        }
+        let ok = key.len() == 2 && key.bytes().all(|b| b.is_ascii_alphabetic());
+        ok.then(|| RouteKey::Country(key.to_ascii_uppercase()))
+    }
 }
 
 impl ChannelSettings {

@@ -152,7 +152,10 @@ impl Dispatcher {
             f.in_doubt = p.in_doubt;
             return self.conclude(job, owner, f).await.map(Begun::Concluded);
         }
-        let index = match self.providers.pick(job.channel, p.avoid) {
+        let index = match self
+            .providers
+            .pick(self.providers.route(job.channel, &job.to), p.avoid)
+        {
             Pick::Use(index) => index,
             Pick::WaitUntil(at) => {
                 // Every breaker of the chain is open: wait for the first probe, holding the
@@ -217,7 +220,10 @@ impl Dispatcher {
         let retry_after = match e {
             // Another provider may work where this one cannot work at all: fail over at once.
             ProviderError::Permanent { .. } if e.is_provider_wide() => {
-                return match self.providers.has_alternative(job.channel, index) {
+                return match self
+                    .providers
+                    .has_alternative(self.providers.route(job.channel, &job.to), index)
+                {
                     true if (p.attempt as u32) < self.retry.max_attempts => {
                         Next::After(Duration::ZERO)
                     }
@@ -229,8 +235,11 @@ impl Dispatcher {
             ProviderError::Transient { .. } => None,
         };
         // A Retry-After binds the provider that sent it; another provider may go sooner.
-        let retry_after =
-            retry_after.filter(|_| !self.providers.has_alternative(job.channel, index));
+        let retry_after = retry_after.filter(|_| {
+            !self
+                .providers
+                .has_alternative(self.providers.route(job.channel, &job.to), index)
+        });
         match self.retry.decide(
             p.attempt as u32,
             retry_after,

@@ -19,7 +19,6 @@ pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
 use crate::config::{ConversionSettings, Settings};
-use crate::templates::{RenderError, Templates};
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
@@ -29,6 +28,7 @@ use crate::providers::Providers;
 use crate::render::Message;
 use crate::retry::RetryPolicy;
 use crate::store::{Claim, NewDelivery, Owner, Recorded, Rejected, Store};
+use crate::templates::{RenderError, Templates};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -35,7 +35,10 @@ impl Dispatcher {
         if self.limits.cached(&takes).is_some() {
             return Ok(None);
         }
-        let Pick::Use(index) = self.providers.pick(job.channel, None) else {
+        let Pick::Use(index) = self
+            .providers
+            .pick(self.providers.route(job.channel, &job.to), None)
+        else {
             return Ok(None);
         };
         // Bounded like the slow path's wait, which then chooses the provider again (its

@@ -10,7 +10,7 @@
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::throttle::{self, Throttle};
 use super::{BuildError, Provider, ProviderError, Sent};
-use crate::config::Settings;
+use crate::config::{Chain, RouteKey, Settings};
 use crate::domain::{Channel, Destination};
 use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
 use crate::render::Message;
@@ -53,10 +53,19 @@ pub struct Attempted {
     pub latency: Duration,
 }
 
+/// The failover chain a job's attempts use, chosen once per job by [`Providers::route`]
+/// from its channel and destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route(usize);
+
 pub struct Providers {
     slots: Vec<Slot>,
-    /// Indexes into `slots`, per channel in `Channel::ALL` order.
-    chains: [Vec<usize>; 3],
+    /// Every chain, as indexes into `slots`.
+    chains: Vec<Vec<usize>>,
+    /// The fallback chain of each channel, in `Channel::ALL` order.
+    defaults: [usize; 3],
+    /// Per channel: E.164 prefixes (longest first) and countries, each with its chain.
+    routes: [Vec<(RouteKey, usize)>; 3],
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -73,36 +82,28 @@ impl Providers {
     /// Builds every provider a chain names (others are not built: a declared but unused
     /// instance may be incomplete). Settings were validated, so the names resolve.
     pub fn from_settings(s: &Settings, metrics: Arc<Metrics>) -> Result<Providers, BuildError> {
-        let open_for = Duration::from_millis(s.delivery.breaker_open_ms);
-        let mut slots: Vec<Slot> = Vec::new();
-        let mut chains: [Vec<usize>; 3] = Default::default();
+        let mut built = Built {
+            slots: Vec::new(),
+            chains: Vec::new(),
+            settings: s,
+        };
+        let mut defaults = [0; 3];
+        let mut routes: [Vec<(RouteKey, usize)>; 3] = Default::default();
         for channel in Channel::ALL {
-            for name in &s.channels.chain(channel).0 {
-                let index = match slots.iter().position(|slot| &slot.name == name) {
-                    Some(i) => i,
-                    None => {
-                        let config = s
-                            .providers
-                            .0
-                            .get(name)
-                            .ok_or_else(|| BuildError::Unknown(name.clone()))?;
-                        slots.push(Slot {
-                            name: name.clone(),
-                            provider: Provider::build(config, s.http.twilio_callback_url())?,
-                            breaker: Mutex::new(Breaker::new(
-                                s.delivery.breaker_failures,
-                                open_for,
-                            )),
-                            throttle: Throttle::new(config.max_concurrency()),
-                            pacer: NonZeroU32::new(config.max_per_second())
-                                .map(|n| RateLimiter::direct(Quota::per_second(n))),
-                        });
-                        slots.len() - 1
-                    }
-                };
-                chains[channel_index(channel)].push(index);
+            defaults[channel_index(channel)] = built.chain(s.channels.chain(channel))?;
+            let mut these = Vec::new();
+            for (key, chain) in s.channels.routes.of(channel).into_iter().flatten() {
+                let key = RouteKey::parse(key).ok_or_else(|| BuildError::Unknown(key.clone()))?;
+                these.push((key, built.chain(chain)?));
             }
+            // Prefixes before countries, longer prefixes first: the most specific route wins.
+            these.sort_by_key(|(k, _)| match k {
+                RouteKey::Prefix(p) => (0, usize::MAX - p.len()),
+                RouteKey::Country(_) => (1, 0),
+            });
+            routes[channel_index(channel)] = these;
         }
+        let Built { slots, chains, .. } = built;
         for slot in &slots {
             metrics
                 .breaker_state
@@ -114,27 +115,41 @@ impl Providers {
         Ok(Providers {
             slots,
             chains,
+            defaults,
+            routes,
             in_flight: Arc::new(Semaphore::new(s.delivery.max_in_flight as usize)),
             metrics,
         })
     }
 
-    /// Whether the channel's chain has a provider other than `index` to fail over to.
-    pub fn has_alternative(&self, channel: Channel, index: usize) -> bool {
-        self.chains[channel_index(channel)]
-            .iter()
-            .any(|&i| i != index)
+    /// The chain for a job on `channel` to `to`: the most specific matching route, or the
+    /// channel's own chain.
+    pub fn route(&self, channel: Channel, to: &Destination) -> Route {
+        let i = channel_index(channel);
+        let Destination::Phone(phone) = to else {
+            return Route(self.defaults[i]);
+        };
+        let matched = self.routes[i].iter().find(|(key, _)| match key {
+            RouteKey::Prefix(p) => phone.as_e164().starts_with(p.as_str()),
+            RouteKey::Country(c) => phone.country() == c,
+        });
+        Route(matched.map_or(self.defaults[i], |(_, chain)| *chain))
+    }
+
+    /// Whether the route's chain has a provider other than `index` to fail over to.
+    pub fn has_alternative(&self, route: Route, index: usize) -> bool {
+        self.chains[route.0].iter().any(|&i| i != index)
     }
 
     pub fn name(&self, index: usize) -> &str {
         &self.slots[index].name
     }
 
-    /// Chooses the provider for the next attempt of a job on `channel`: the first in chain
+    /// Chooses the provider for the next attempt of a job on `route`: the first in chain
     /// order whose breaker admits a call, passing over `avoid` (the provider that failed this
     /// job's previous attempt) while another is admitted.
-    pub fn pick(&self, channel: Channel, avoid: Option<usize>) -> Pick {
-        let chain = &self.chains[channel_index(channel)];
+    pub fn pick(&self, route: Route, avoid: Option<usize>) -> Pick {
+        let chain = &self.chains[route.0];
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let preferred = chain.iter().filter(|&&i| Some(i) != avoid);
@@ -251,6 +266,53 @@ impl Providers {
                 provider: slot.name.clone(),
             })
             .set(state.gauge());
+    }
+}
+
+/// The provider instances and chains as they are built: each named instance once, however many
+/// chains name it (its breaker and throttle are shared by all of them).
+struct Built<'a> {
+    slots: Vec<Slot>,
+    chains: Vec<Vec<usize>>,
+    settings: &'a Settings,
+}
+
+impl Built<'_> {
+    /// Builds the chain's missing instances and returns the chain's index.
+    fn chain(&mut self, names: &Chain) -> Result<usize, BuildError> {
+        let mut chain = Vec::with_capacity(names.0.len());
+        for name in &names.0 {
+            let index = match self.slots.iter().position(|slot| &slot.name == name) {
+                Some(i) => i,
+                None => {
+                    self.slots.push(self.slot(name)?);
+                    self.slots.len() - 1
+                }
+            };
+            chain.push(index);
+        }
+        self.chains.push(chain);
+        Ok(self.chains.len() - 1)
+    }
+
+    fn slot(&self, name: &str) -> Result<Slot, BuildError> {
+        let s = self.settings;
+        let config = s
+            .providers
+            .0
+            .get(name)
+            .ok_or_else(|| BuildError::Unknown(name.to_string()))?;
+        Ok(Slot {
+            name: name.to_string(),
+            provider: Provider::build(config, s.http.twilio_callback_url())?,
+            breaker: Mutex::new(Breaker::new(
+                s.delivery.breaker_failures,
+                Duration::from_millis(s.delivery.breaker_open_ms),
+            )),
+            throttle: Throttle::new(config.max_concurrency()),
+            pacer: NonZeroU32::new(config.max_per_second())
+                .map(|n| RateLimiter::direct(Quota::per_second(n))),
+        })
     }
 }
 

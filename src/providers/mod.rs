@@ -14,7 +14,7 @@ pub mod throttle;
 pub mod twilio;
 pub mod twilio_receipt;
 
-pub use chain::{Attempted, Pick, Providers, Reservation};
+pub use chain::{Attempted, Pick, Providers, Reservation, Route};
 pub use log::LogProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;

@@ -29,9 +29,11 @@ pub fn all(t: &Templates, sms_max_segments: u32) -> Result<(), TemplateError> {
                 .into_iter()
                 .filter(|p| channel_of(*p) == channel)
                 .collect();
-            let offered = locales
-                .iter()
-                .any(|l| parts.iter().any(|p| t.keys.contains(&super::key(name, l, *p))));
+            let offered = locales.iter().any(|l| {
+                parts
+                    .iter()
+                    .any(|p| t.keys.contains(&super::key(name, l, *p)))
+            });
             if !offered {
                 continue;
             }
@@ -70,7 +72,11 @@ fn sample(
         app_name: &t.decorations.app_name,
         expires_in_minutes: SAMPLE_MINUTES,
         locale,
-        metadata: t.metadata.iter().map(|k| (k.as_str(), SAMPLE_METADATA)).collect(),
+        metadata: t
+            .metadata
+            .iter()
+            .map(|k| (k.as_str(), SAMPLE_METADATA))
+            .collect(),
     };
     let message = t
         .render_with(name, channel, &chain, vars)

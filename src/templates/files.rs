@@ -75,7 +75,6 @@ pub const SHIPPED: [(&str, &str); 22] = [
     shipped!("default/es/email.html"),
 ];
 
-
 /// A template source and where it came from, for error messages.
 pub struct Source {
     pub origin: String,
@@ -96,7 +95,9 @@ pub fn collect(dir: &str) -> Result<Sources, TemplateError> {
     for (path, text) in SHIPPED {
         let mut it = path.splitn(3, '/');
         let (t, l, f) = (it.next(), it.next(), it.next());
-        let part = f.and_then(Part::from_file).expect("shipped names are valid");
+        let part = f
+            .and_then(Part::from_file)
+            .expect("shipped names are valid");
         out.insert(
             key(t.unwrap_or_default(), l.unwrap_or_default(), part),
             Source {
@@ -119,17 +120,26 @@ fn read_dir(dir: &Path, out: &mut Sources) -> Result<(), TemplateError> {
     for template in entries(dir)? {
         let name = file_name(&template);
         if !valid_name(&name) {
-            return Err(invalid(&template, "template names are [A-Za-z0-9_.-]{1,64}".into()));
+            return Err(invalid(
+                &template,
+                "template names are [A-Za-z0-9_.-]{1,64}".into(),
+            ));
         }
         for locale in entries(&template)? {
             let tag = file_name(&locale);
             if crate::domain::parse_locale(&tag).is_err() {
-                return Err(invalid(&locale, "not a BCP 47 locale such as en or pt-BR".into()));
+                return Err(invalid(
+                    &locale,
+                    "not a BCP 47 locale such as en or pt-BR".into(),
+                ));
             }
             for file in entries(&locale)? {
                 let Some(part) = Part::from_file(&file_name(&file)) else {
                     let known: Vec<_> = Part::ALL.iter().map(|p| p.file()).collect();
-                    return Err(invalid(&file, format!("unknown file; expected one of {known:?}")));
+                    return Err(invalid(
+                        &file,
+                        format!("unknown file; expected one of {known:?}"),
+                    ));
                 };
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| invalid(&file, format!("cannot read: {e}")))?;
@@ -194,13 +204,10 @@ mod tests {
     #[test]
     fn locales_fall_back_to_their_language_then_the_default() {
         assert_eq!(fallbacks(Some("pt-BR"), "en"), ["pt-br", "pt", "en"]);
-        assert_eq!(fallbacks(Some("zh-Hant-TW"), "en-GB"), [
-            "zh-hant-tw",
-            "zh-hant",
-            "zh",
-            "en-gb",
-            "en"
-        ]);
+        assert_eq!(
+            fallbacks(Some("zh-Hant-TW"), "en-GB"),
+            ["zh-hant-tw", "zh-hant", "zh", "en-gb", "en"]
+        );
         assert_eq!(fallbacks(None, "de"), ["de"]);
         assert_eq!(fallbacks(Some("EN"), "en"), ["en"]);
     }
@@ -212,7 +219,11 @@ mod tests {
         for t in entries(&root).unwrap() {
             for l in entries(&t).unwrap() {
                 for f in entries(&l).unwrap() {
-                    let rel = f.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                    let rel = f
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
                     on_disk.push(rel);
                 }
             }

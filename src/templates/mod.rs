@@ -214,10 +214,12 @@ impl Templates {
         chain: &[String],
         vars: &Vars<'_>,
     ) -> Result<String, RenderError> {
-        let key = self.resolve(template, part, chain).ok_or_else(|| RenderError::Unknown {
-            template: template.to_string(),
-            channel: channel_of(part).as_str(),
-        })?;
+        let key = self
+            .resolve(template, part, chain)
+            .ok_or_else(|| RenderError::Unknown {
+                template: template.to_string(),
+                channel: channel_of(part).as_str(),
+            })?;
         let failed = |e: minijinja::Error| RenderError::Failed {
             file: self.origins.get(&key).cloned().unwrap_or_default(),
             detail: describe(&e),

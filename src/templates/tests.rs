@@ -38,14 +38,32 @@ fn sms(t: &Templates, locale: Option<&str>) -> (String, u32) {
 fn sms_bodies_per_locale_byte_for_byte() {
     let t = Templates::load(&settings("[app]\nname = \"Acme\"\n")).unwrap();
     let cases = [
-        (None, "4071 is your Acme verification code. It expires in 5 minutes."),
-        (Some("en-GB"), "4071 is your Acme verification code. It expires in 5 minutes."),
+        (
+            None,
+            "4071 is your Acme verification code. It expires in 5 minutes.",
+        ),
+        (
+            Some("en-GB"),
+            "4071 is your Acme verification code. It expires in 5 minutes.",
+        ),
         (Some("pt"), "4071 é o seu codigo Acme. Expira em 5 minutos."),
         (Some("pt-BR"), "Seu codigo Acme: 4071. Vale por 5 minutos."),
-        (Some("pt-PT"), "4071 é o seu codigo Acme. Expira em 5 minutos."),
-        (Some("de-AT"), "4071 ist Ihr Acme-Bestätigungscode. Er läuft in 5 Minuten ab."),
-        (Some("es"), "Tu codigo de Acme es 4071. Caduca en 5 minutos."),
-        (Some("ja"), "4071 is your Acme verification code. It expires in 5 minutes."),
+        (
+            Some("pt-PT"),
+            "4071 é o seu codigo Acme. Expira em 5 minutos.",
+        ),
+        (
+            Some("de-AT"),
+            "4071 ist Ihr Acme-Bestätigungscode. Er läuft in 5 Minuten ab.",
+        ),
+        (
+            Some("es"),
+            "Tu codigo de Acme es 4071. Caduca en 5 minutos.",
+        ),
+        (
+            Some("ja"),
+            "4071 is your Acme verification code. It expires in 5 minutes.",
+        ),
     ];
     for (locale, expected) in cases {
         assert_eq!(sms(&t, locale).0, expected, "locale {locale:?}");
@@ -54,7 +72,10 @@ fn sms_bodies_per_locale_byte_for_byte() {
     // one stays a single segment with both WebOTP and the app hash (the next test).
     assert_eq!(sms(&t, Some("de")).1, 1);
     assert_eq!(sms(&t, Some("pt")).1, 1);
-    let ru = Dir::new(&[("default/ru/sms.txt", "Ваш код {{ code }}: {{ app_name }}. 😀\n")]);
+    let ru = Dir::new(&[(
+        "default/ru/sms.txt",
+        "Ваш код {{ code }}: {{ app_name }}. 😀\n",
+    )]);
     let t = Templates::load(&settings(&ru.toml("[app]\nname = \"Acme\"\n"))).unwrap();
     assert_eq!(sms(&t, Some("ru-RU")).0, "Ваш код 4071: Acme. 😀");
     // "Код 4071 " is 9 UTF-16 units: 61 more make 70, one segment; 62 make 71, two.
@@ -78,18 +99,31 @@ fn webotp_is_the_last_line_and_the_app_hash_comes_before_it() {
     );
     let only_webotp = settings("[app]\nname = \"Acme\"\nwebotp_domain = \"acme.example\"\n");
     let t = Templates::load(&only_webotp).unwrap();
-    assert!(sms(&t, Some("es")).0.ends_with("minutos.\n\n@acme.example #4071"));
+    assert!(
+        sms(&t, Some("es"))
+            .0
+            .ends_with("minutos.\n\n@acme.example #4071")
+    );
 }
 
 #[test]
 fn voice_spaces_digits_repeats_and_speaks_the_locale() {
     let t = Templates::load(&settings("[app]\nname = \"A&B\"\n")).unwrap();
-    let j = job("voice", "+14155550123", Some("pt-BR"), serde_json::json!({}));
+    let j = job(
+        "voice",
+        "+14155550123",
+        Some("pt-BR"),
+        serde_json::json!({}),
+    );
     let Message::Voice { twiml } = t.render(&j, now()).unwrap() else {
         panic!("not voice")
     };
-    let say = "<Say language=\"pt-BR\" voice=\"Polly.Camila\">Seu código A&amp;B é: 4, 0, 7, 1.</Say>";
-    assert_eq!(twiml, format!("<Response>{say}<Pause length=\"1\"/>{say}</Response>"));
+    let say =
+        "<Say language=\"pt-BR\" voice=\"Polly.Camila\">Seu código A&amp;B é: 4, 0, 7, 1.</Say>";
+    assert_eq!(
+        twiml,
+        format!("<Response>{say}<Pause length=\"1\"/>{say}</Response>")
+    );
 }
 
 #[test]
@@ -99,12 +133,24 @@ fn email_escapes_html_keeps_text_and_uses_the_apps_from() {
     ))
     .unwrap();
     let j = job("email", "j@example.com", Some("de"), serde_json::json!({}));
-    let Message::Email { subject, text, html, from } = t.render(&j, now()).unwrap() else {
+    let Message::Email {
+        subject,
+        text,
+        html,
+        from,
+    } = t.render(&j, now()).unwrap()
+    else {
         panic!("not email")
     };
     assert_eq!(subject, "Ihr <Acme & Co>-Bestätigungscode");
-    assert!(text.starts_with("Ihr <Acme & Co>-Bestätigungscode lautet 4071.\n\n"), "{text}");
-    assert!(html.contains("<p>Ihr &lt;Acme &amp; Co&gt;-Bestätigungscode lautet</p>"), "{html}");
+    assert!(
+        text.starts_with("Ihr <Acme & Co>-Bestätigungscode lautet 4071.\n\n"),
+        "{text}"
+    );
+    assert!(
+        html.contains("<p>Ihr &lt;Acme &amp; Co&gt;-Bestätigungscode lautet</p>"),
+        "{html}"
+    );
     assert!(html.contains("<strong>4071</strong>"), "{html}");
     assert_eq!(from.as_deref(), Some("Acme <otp@acme.example>"));
 }
@@ -140,22 +186,37 @@ impl Drop for Dir {
 
 #[test]
 fn metadata_is_visible_only_when_allowed_and_strict_when_missing() {
-    let dir = Dir::new(&[("welcome/en/sms.txt", "Hi {{ metadata.first_name }}, {{ code }}\n")]);
-    let err = crate::config::load_from_str(&dir.toml("")).unwrap_err().to_string();
-    assert!(err.contains("welcome/en/sms.txt") && err.contains("undefined"), "{err}");
+    let dir = Dir::new(&[(
+        "welcome/en/sms.txt",
+        "Hi {{ metadata.first_name }}, {{ code }}\n",
+    )]);
+    let err = crate::config::load_from_str(&dir.toml(""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("welcome/en/sms.txt") && err.contains("undefined"),
+        "{err}"
+    );
     let s = settings(&dir.toml("metadata = \"first_name\"\n"));
     let t = Templates::load(&s).unwrap();
-    let meta = serde_json::json!({"template": "welcome", "metadata": {"first_name": "Ana", "ssn": "x"}});
-    let Message::Sms { body, .. } = t.render(&job("sms", "+14155550123", None, meta), now()).unwrap()
+    let meta =
+        serde_json::json!({"template": "welcome", "metadata": {"first_name": "Ana", "ssn": "x"}});
+    let Message::Sms { body, .. } = t
+        .render(&job("sms", "+14155550123", None, meta), now())
+        .unwrap()
     else {
         panic!("not sms")
     };
     assert_eq!(body, "Hi Ana, 4071");
     let without = serde_json::json!({"template": "welcome"});
-    let err = t.render(&job("sms", "+14155550123", None, without), now()).unwrap_err();
+    let err = t
+        .render(&job("sms", "+14155550123", None, without), now())
+        .unwrap_err();
     assert!(matches!(err, RenderError::Failed { .. }), "{err}");
     let email = serde_json::json!({"template": "welcome"});
-    let err = t.render(&job("email", "a@example.com", None, email), now()).unwrap_err();
+    let err = t
+        .render(&job("email", "a@example.com", None, email), now())
+        .unwrap_err();
     assert!(matches!(err, RenderError::Unknown { .. }), "{err}");
 }
 
@@ -166,21 +227,33 @@ fn the_segment_budget_and_app_hash_limit_refuse_long_templates() {
     let err = crate::config::load_from_str(&dir.toml("sms_max_segments = 1\n"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("long/en/sms.txt") && err.contains("2 segments"), "{err}");
+    assert!(
+        err.contains("long/en/sms.txt") && err.contains("2 segments"),
+        "{err}"
+    );
     load_from_str(&dir.toml("sms_max_segments = 2\n")).unwrap();
     let hash = "[app]\nandroid_app_hash = \"FA+9qCX9VSu\"\n";
     let err = load_from_str(&format!("{}{hash}", dir.toml("")))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("long/en/sms.txt") && err.contains("140 bytes"), "{err}");
+    assert!(
+        err.contains("long/en/sms.txt") && err.contains("140 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_template_without_its_default_locale_is_refused() {
     let dir = Dir::new(&[("promo/fr/sms.txt", "{{ code }}\n")]);
     let err = load_from_str(&dir.toml("")).unwrap_err().to_string();
-    assert!(err.contains("promo/en/sms.txt") && err.contains("default locale"), "{err}");
+    assert!(
+        err.contains("promo/en/sms.txt") && err.contains("default locale"),
+        "{err}"
+    );
     let typo = Dir::new(&[("promo/en/sms.text", "{{ code }}\n")]);
     let err = load_from_str(&typo.toml("")).unwrap_err().to_string();
-    assert!(err.contains("sms.text") && err.contains("unknown file"), "{err}");
+    assert!(
+        err.contains("sms.text") && err.contains("unknown file"),
+        "{err}"
+    );
 }
