@@ -3,11 +3,14 @@
 //! environment variables; the result is deserialised into [`Settings`] and validated once, so
 //! the rest of the daemon never sees a raw string where a typed value belongs.
 
+mod http;
 mod limits;
 mod load;
 mod providers;
 mod secret;
+mod validate_providers;
 
+pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
 pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
     RuleSettings, Scope, SigningMode, SigningSettings,

@@ -6,6 +6,7 @@
 //! chain: the first provider whose circuit breaker admits a call gets it.
 
 use super::Secret;
+use super::http::HttpProviderSettings;
 use crate::domain::Channel;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,6 +18,7 @@ enum ProviderKind {
     Log,
     Twilio,
     Smtp,
+    Http,
 }
 
 impl ProviderKind {
@@ -25,6 +27,7 @@ impl ProviderKind {
             "log" => Some(ProviderKind::Log),
             "twilio" => Some(ProviderKind::Twilio),
             "smtp" => Some(ProviderKind::Smtp),
+            "http" => Some(ProviderKind::Http),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ pub enum ProviderConfig {
     Log(LogSettings),
     Twilio(TwilioSettings),
     Smtp(SmtpSettings),
+    Http(HttpProviderSettings),
 }
 
 impl ProviderConfig {
@@ -47,6 +51,7 @@ impl ProviderConfig {
             ProviderConfig::Log(s) => s.max_concurrency,
             ProviderConfig::Twilio(s) => s.max_concurrency,
             ProviderConfig::Smtp(s) => s.max_concurrency,
+            ProviderConfig::Http(s) => s.max_concurrency,
         }
     }
 
@@ -57,6 +62,7 @@ impl ProviderConfig {
             ProviderConfig::Log(s) => s.max_per_second,
             ProviderConfig::Twilio(s) => s.max_per_second,
             ProviderConfig::Smtp(s) => s.max_per_second,
+            ProviderConfig::Http(s) => s.max_per_second,
         }
     }
 }
@@ -87,7 +93,7 @@ impl<'de> Deserialize<'de> for ProviderSettings {
             };
             let Some(kind) = ProviderKind::from_name(&kind) else {
                 return Err(D::Error::custom(format!(
-                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\" or \"smtp\""
+                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\", \"smtp\" or \"http\""
                 )));
             };
             let value = config::Value::from(table);
@@ -95,6 +101,7 @@ impl<'de> Deserialize<'de> for ProviderSettings {
                 ProviderKind::Log => value.try_deserialize().map(ProviderConfig::Log),
                 ProviderKind::Twilio => value.try_deserialize().map(ProviderConfig::Twilio),
                 ProviderKind::Smtp => value.try_deserialize().map(ProviderConfig::Smtp),
+                ProviderKind::Http => value.try_deserialize().map(ProviderConfig::Http),
             }
             .map_err(|e| D::Error::custom(format!("providers.{name}: {e}")))?;
             out.insert(name, config);

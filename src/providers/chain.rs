@@ -304,7 +304,7 @@ impl Built<'_> {
             .ok_or_else(|| BuildError::Unknown(name.to_string()))?;
         Ok(Slot {
             name: name.to_string(),
-            provider: Provider::build(config, s.http.twilio_callback_url())?,
+            provider: Provider::build(name, config, s.http.twilio_callback_url())?,
             breaker: Mutex::new(Breaker::new(
                 s.delivery.breaker_failures,
                 Duration::from_millis(s.delivery.breaker_open_ms),

@@ -8,6 +8,7 @@
 
 pub mod breaker;
 mod chain;
+pub mod http;
 mod log;
 mod smtp;
 pub mod throttle;
@@ -15,6 +16,7 @@ pub mod twilio;
 pub mod twilio_receipt;
 
 pub use chain::{Attempted, Pick, Providers, Reservation, Route};
+pub use http::HttpProvider;
 pub use log::LogProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;
@@ -94,6 +96,7 @@ pub enum Provider {
     Log(LogProvider),
     Twilio(Box<TwilioClient>),
     Smtp(SmtpProvider),
+    Http(Box<HttpProvider>),
 }
 
 impl Provider {
@@ -102,6 +105,7 @@ impl Provider {
             Provider::Log(p) => Ok(p.send(to, message)),
             Provider::Twilio(p) => p.send(to, message).await,
             Provider::Smtp(p) => p.send(to, message).await,
+            Provider::Http(p) => p.send(to, message).await,
         }
     }
 }
@@ -112,13 +116,16 @@ pub enum BuildError {
     Twilio(String),
     #[error("building the smtp transport: {0}")]
     Smtp(String),
+    #[error("{0}")]
+    Http(String),
     #[error("channels name an undeclared provider `{0}`")]
     Unknown(String),
 }
 
 impl Provider {
     /// `status_callback`: where Twilio should post delivery receipts, if anywhere.
-    fn build(
+    pub(crate) fn build(
+        name: &str,
         config: &ProviderConfig,
         status_callback: Option<String>,
     ) -> Result<Provider, BuildError> {
@@ -128,6 +135,7 @@ impl Provider {
                 Provider::Twilio(Box::new(TwilioClient::new(t, status_callback)?))
             }
             ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
+            ProviderConfig::Http(h) => Provider::Http(Box::new(HttpProvider::new(name, h)?)),
         })
     }
 }

@@ -1,0 +1,157 @@
+//! Validation of the provider instances and the chains that name them.
+
+use super::load::{ConfigError, invalid};
+use super::{ProviderConfig, Settings, SmtpSettings, TwilioSettings};
+use crate::domain::Channel;
+
+pub(super) fn validate_providers(s: &Settings) -> Result<(), ConfigError> {
+    for (name, p) in &s.providers.0 {
+        if p.max_concurrency() == 0 {
+            return Err(invalid(
+                format!("providers.{name}.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+    }
+    for channel in Channel::ALL {
+        validate_chain(
+            s,
+            &format!("channels.{channel}"),
+            s.channels.chain(channel),
+            channel,
+        )?;
+        for (dest, chain) in s.channels.routes.of(channel).into_iter().flatten() {
+            let key = format!("channels.routes.{channel}.{dest}");
+            if super::RouteKey::parse(dest).is_none() {
+                return Err(invalid(
+                    key,
+                    "a route is an ISO country code (IN) or an E.164 prefix (\"+4475\")",
+                ));
+            }
+            validate_chain(s, &key, chain, channel)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_chain(
+    s: &Settings,
+    key: &str,
+    chain: &super::Chain,
+    channel: Channel,
+) -> Result<(), ConfigError> {
+    let chain = &chain.0;
+    if chain.is_empty() {
+        return Err(invalid(key, "must name at least one provider"));
+    }
+    for (i, name) in chain.iter().enumerate() {
+        if chain[..i].contains(name) {
+            return Err(invalid(key, format!("names `{name}` twice")));
+        }
+        let Some(p) = s.providers.0.get(name) else {
+            return Err(invalid(
+                key,
+                format!("names `{name}`, but there is no [providers.{name}]"),
+            ));
+        };
+        match p {
+            ProviderConfig::Log(_) => {}
+            ProviderConfig::Twilio(t) => validate_twilio(name, t, channel)?,
+            ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
+            ProviderConfig::Http(h) => validate_http_provider(name, h, channel)?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_http_provider(
+    name: &str,
+    h: &super::HttpProviderSettings,
+    channel: Channel,
+) -> Result<(), ConfigError> {
+    if channel != Channel::Sms {
+        return Err(invalid(
+            format!("channels.{channel}"),
+            format!("names `{name}`, an http provider, which carries SMS only"),
+        ));
+    }
+    for (i, rule) in h.rules.iter().enumerate() {
+        if rule.status.is_empty() && rule.codes.is_empty() {
+            return Err(invalid(
+                format!("providers.{name}.rules[{i}]"),
+                "a rule needs `status`, `codes` or both",
+            ));
+        }
+    }
+    if h.success_status.is_empty() {
+        return Err(invalid(
+            format!("providers.{name}.success_status"),
+            "must list at least one status",
+        ));
+    }
+    // Compiles every template and renders it with a sample; the error names the template.
+    crate::providers::http::RequestTemplates::compile(name, h)
+        .map_err(|e| invalid(format!("providers.{name}"), e.to_string()))?;
+    Ok(())
+}
+
+fn validate_twilio(name: &str, t: &TwilioSettings, channel: Channel) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    let url =
+        reqwest::Url::parse(&t.base_url).map_err(|e| invalid(key("base_url"), e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key("base_url"), "must be an http or https URL"));
+    }
+    if !(t.account_sid.starts_with("AC") && t.account_sid.len() == 34) {
+        return Err(invalid(
+            key("account_sid"),
+            "must be an Account SID (AC + 32 hex digits)",
+        ));
+    }
+    if t.auth_token.is_empty() {
+        return Err(invalid(
+            key("auth_token"),
+            "must be set when a channel uses this provider",
+        ));
+    }
+    let (field, from) = match channel {
+        Channel::Voice => ("voice_from", &t.voice_from),
+        Channel::Sms => ("sms_from", &t.sms_from),
+        Channel::Email => {
+            return Err(invalid(
+                "channels.email",
+                format!("`{name}` is a twilio provider, which cannot deliver email"),
+            ));
+        }
+    };
+    if from.is_empty() {
+        return Err(invalid(
+            key(field),
+            format!("must be set because channels.{channel} uses `{name}`"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_smtp(name: &str, m: &SmtpSettings, channel: Channel) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    if channel != Channel::Email {
+        return Err(invalid(
+            format!("channels.{channel}"),
+            format!("`{name}` is an smtp provider, which can deliver only email"),
+        ));
+    }
+    if m.host.is_empty() {
+        return Err(invalid(key("host"), "must be set when a channel uses it"));
+    }
+    if m.from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(invalid(
+            key("from"),
+            "must be a mailbox such as \"Example <no-reply@example.com>\"",
+        ));
+    }
+    if m.pool_max_size == 0 {
+        return Err(invalid(key("pool_max_size"), "must be at least 1"));
+    }
+    Ok(())
+}

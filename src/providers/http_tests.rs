@@ -1,0 +1,138 @@
+//! The response classification of the shipped vendor examples, and template rendering.
+
+use super::*;
+use crate::config::{ProviderConfig, load_from_str};
+
+fn example(file: &str, name: &str) -> HttpProviderSettings {
+    let path = format!(
+        "{}/docs/examples/providers/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let s = load_from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    match s.providers.0.get(name) {
+        Some(ProviderConfig::Http(h)) => h.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn spec(h: &HttpProviderSettings) -> ResponseSpec {
+    ResponseSpec::new(h)
+}
+
+fn reason(r: Result<Sent, ProviderError>) -> String {
+    match r {
+        Ok(sent) => format!("sent {:?}", sent.provider_message_id),
+        Err(ProviderError::Transient { .. }) => "transient".into(),
+        Err(ProviderError::RateLimited { retry_after, .. }) => {
+            format!("rate_limited {retry_after:?}")
+        }
+        Err(ProviderError::Permanent { reason, .. }) => reason.into(),
+    }
+}
+
+fn vonage(status: &str) -> String {
+    let spec = spec(&example("vonage.toml", "vonage"));
+    let body = serde_json::json!({"message-count": "1", "messages": [
+        {"to": "14155550123", "message-id": "0A0000001", "status": status}
+    ]});
+    reason(classify(&spec, 200, None, body.to_string().as_bytes()))
+}
+
+#[test]
+fn vonage_reads_the_status_inside_a_200() {
+    assert_eq!(vonage("0"), "sent Some(\"0A0000001\")");
+    assert_eq!(vonage("1"), "rate_limited None");
+    assert_eq!(vonage("5"), "transient");
+    assert_eq!(vonage("29"), "invalid_destination");
+    assert_eq!(vonage("4"), "provider_auth");
+    assert_eq!(vonage("9"), "provider_account");
+    assert_eq!(vonage("15"), "provider_misconfigured");
+    assert_eq!(
+        vonage("12"),
+        "provider_permanent",
+        "Message Too Long: no rule"
+    );
+    let spec = spec(&example("vonage.toml", "vonage"));
+    assert_eq!(reason(classify(&spec, 503, None, b"")), "transient");
+}
+
+#[test]
+fn plivo_reads_statuses_and_the_uuid_array() {
+    let spec = spec(&example("plivo.toml", "plivo"));
+    let ok = br#"{"api_id":"a","message":"message(s) queued","message_uuid":["db3ce55a-7f1d"]}"#;
+    assert_eq!(
+        reason(classify(&spec, 202, None, ok)),
+        "sent Some(\"db3ce55a-7f1d\")"
+    );
+    let err = br#"{"api_id":"a","error":"invalid dst"}"#;
+    assert_eq!(
+        reason(classify(&spec, 400, None, err)),
+        "provider_permanent"
+    );
+    assert_eq!(reason(classify(&spec, 401, None, err)), "provider_auth");
+    assert_eq!(reason(classify(&spec, 402, None, err)), "provider_account");
+    assert_eq!(
+        reason(classify(&spec, 404, None, err)),
+        "provider_misconfigured"
+    );
+    let wait = Some(Duration::from_secs(2));
+    assert_eq!(
+        reason(classify(&spec, 429, wait, b"")),
+        "rate_limited Some(2s)"
+    );
+    assert_eq!(reason(classify(&spec, 500, None, b"not json")), "transient");
+}
+
+#[test]
+fn templates_render_the_message_and_secrets() {
+    let mut h = example("plivo.toml", "plivo");
+    h.secrets.insert("auth_id".into(), "MA123".into());
+    h.secrets.insert("auth_token".into(), "tok".into());
+    let p = RequestTemplates::compile("plivo", &h).unwrap();
+    let vars = p.vars("+14155550123", "Код 4071", 1, Encoding::Ucs2);
+    let Rendered {
+        url,
+        headers,
+        fields,
+    } = p.render(&vars).unwrap();
+    assert_eq!(url, "https://api.plivo.com/v1/Account/MA123/Message/");
+    // base64("MA123:tok")
+    assert_eq!(
+        headers,
+        [(
+            "Authorization".to_string(),
+            "Basic TUExMjM6dG9r".to_string()
+        )]
+    );
+    let fields: BTreeMap<_, _> = fields.into_iter().collect();
+    assert_eq!(fields["dst"], "14155550123");
+    assert_eq!(fields["text"], "Код 4071");
+    let v = example("vonage.toml", "vonage");
+    let p = RequestTemplates::compile("vonage", &v).unwrap();
+    for (encoding, expected) in [(Encoding::Ucs2, "unicode"), (Encoding::Gsm7, "text")] {
+        let rendered = p.render(&p.vars("+1", "x", 1, encoding)).unwrap();
+        let fields: BTreeMap<_, _> = rendered.fields.into_iter().collect();
+        assert_eq!(fields["type"], expected);
+    }
+}
+
+#[test]
+fn a_broken_template_or_method_names_its_key() {
+    let mut h = example("vonage.toml", "vonage");
+    h.body.insert("text".into(), "{{ txt }}".into());
+    let err = RequestTemplates::compile("vonage", &h)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("providers.vonage.body.text") && err.contains("undefined"),
+        "{err}"
+    );
+    let mut h = example("vonage.toml", "vonage");
+    h.method = "DELETE".into();
+    let err = RequestTemplates::compile("vonage", &h)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("providers.vonage.method"), "{err}");
+}
