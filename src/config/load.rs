@@ -155,8 +155,6 @@ fn validate_delivery(s: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Every chain names declared providers that can carry its channel, each at most once.
-
 fn validate_retry(s: &Settings) -> Result<(), ConfigError> {
     let r = &s.retry;
     if r.max_attempts == 0 {

@@ -4,6 +4,7 @@ use super::load::{ConfigError, invalid};
 use super::{ProviderConfig, Settings, SmtpSettings, TwilioSettings};
 use crate::domain::Channel;
 
+/// Every chain names declared providers that can carry its channel, each at most once.
 pub(super) fn validate_providers(s: &Settings) -> Result<(), ConfigError> {
     for (name, p) in &s.providers.0 {
         if p.max_concurrency() == 0 {
