@@ -43,6 +43,8 @@ pub struct App {
     dispatcher: Arc<Dispatcher>,
     store: Store,
     audit: AuditSettings,
+    /// Receipts providers receive on their own sessions (SMPP), for `Receipts::drain`.
+    provider_receipts: tokio::sync::mpsc::UnboundedReceiver<crate::providers::Receipt>,
 }
 
 impl App {
@@ -64,7 +66,8 @@ impl App {
             settings.store.destination_hmac_key.clone(),
         )?;
         let metrics = Arc::new(Metrics::new());
-        let providers = Providers::from_settings(&settings, Arc::clone(&metrics))?;
+        let (receipts_tx, provider_receipts) = tokio::sync::mpsc::unbounded_channel();
+        let providers = Providers::from_settings(&settings, Arc::clone(&metrics), receipts_tx)?;
         let publisher = Arc::new(Publisher::new(
             &settings.amqp.events_exchange,
             &settings.amqp.dead_letter_exchange,
@@ -118,6 +121,7 @@ impl App {
             dispatcher,
             store,
             audit,
+            provider_receipts,
         })
     }
 
@@ -140,6 +144,10 @@ impl App {
         let receipts = state.receipts.clone();
         let token = shutdown.clone();
         tracker.spawn(async move { receipts.run(token).await });
+        let receipts = state.receipts.clone();
+        let token = shutdown.clone();
+        let incoming = self.provider_receipts;
+        tracker.spawn(async move { receipts.drain(incoming, token).await });
         tracker.spawn(audit::run(
             self.store.clone(),
             self.audit.clone(),

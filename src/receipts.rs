@@ -10,7 +10,7 @@ use crate::config::{ProviderConfig, Secret, Settings};
 use crate::domain::{Channel, DeliveryState};
 use crate::events::{Publisher, StatusEvent};
 use crate::metrics::{Metrics, ReceiptLabels};
-use crate::providers::twilio_receipt;
+use crate::providers::{Receipt, twilio_receipt};
 use crate::store::{ReceiptOutcome, Receipted, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,9 +82,14 @@ impl Receipts {
         if !twilio_receipt::verify(token.expose(), url, &params, signature) {
             return Err(ReceiptError::Forbidden);
         }
-        let Some(receipt) = twilio_receipt::read(&params) else {
-            return Ok(());
-        };
+        match twilio_receipt::read(&params) {
+            Some(receipt) => self.apply(&receipt).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a receipt read by a provider (an SMPP deliver_sm, a checked Twilio callback).
+    pub async fn apply(&self, receipt: &Receipt) -> Result<(), ReceiptError> {
         let outcome = self
             .store
             .apply_receipt(&receipt.sid, receipt.state, receipt.error.as_deref())
@@ -93,6 +98,28 @@ impl Receipts {
             self.announce(&row).await?;
         }
         Ok(())
+    }
+
+    /// Applies the receipts providers receive on their own sessions, until shutdown. A
+    /// receipt that fails to apply (the database is down) is logged and dropped: the SMSC
+    /// was already answered, and the delivery stays `sent`, which is true.
+    pub async fn drain(
+        &self,
+        mut incoming: tokio::sync::mpsc::UnboundedReceiver<Receipt>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let receipt = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = incoming.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            if let Err(e) = self.apply(&receipt).await {
+                tracing::warn!(error = %e, "receipt not applied");
+            }
+        }
     }
 
     /// Runs [`Receipts::housekeeping`] every few seconds until shutdown.

@@ -51,6 +51,26 @@ pub fn count(text: &str) -> Segments {
     }
 }
 
+/// The extension table's codes, in `GSM_EXTENSION`'s order (each follows the escape 0x1B).
+const GSM_EXTENSION_CODES: [u8; 10] = [0x0A, 0x14, 0x28, 0x29, 0x2F, 0x3C, 0x3D, 0x3E, 0x40, 0x65];
+
+/// `text` in the GSM 03.38 default alphabet, one septet per byte (unpacked, as SMPP's
+/// data_coding 0 carries it), or None when a character is outside it.
+pub fn gsm7_unpacked(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        if let Some(i) = GSM_BASIC.chars().position(|b| b == c) {
+            // The table skips the escape at 0x1B.
+            out.push(if i < 0x1B { i as u8 } else { i as u8 + 1 });
+        } else {
+            let i = GSM_EXTENSION.chars().position(|e| e == c)?;
+            out.push(0x1B);
+            out.push(GSM_EXTENSION_CODES[i]);
+        }
+    }
+    Some(out)
+}
+
 fn gsm_septets(c: char) -> Option<usize> {
     if GSM_BASIC.contains(c) {
         Some(1)
@@ -104,6 +124,21 @@ mod tests {
         // 152 septets then an escape pair: the pair moves whole to the second segment.
         let text = format!("{}€{}", "a".repeat(152), "a".repeat(152));
         assert_eq!(seg(&text), (Encoding::Gsm7, 306, 3));
+    }
+
+    #[test]
+    fn gsm7_unpacked_uses_the_default_alphabet_codes() {
+        assert_eq!(gsm7_unpacked("@£$"), Some(vec![0x00, 0x01, 0x02]));
+        assert_eq!(gsm7_unpacked("AZaz09 "), Some(b"AZaz09 ".to_vec()));
+        assert_eq!(
+            gsm7_unpacked("ÆÉ¡§¿àΔ_"),
+            Some(vec![0x1C, 0x1F, 0x40, 0x5F, 0x60, 0x7F, 0x10, 0x11])
+        );
+        assert_eq!(
+            gsm7_unpacked("€{|"),
+            Some(vec![0x1B, 0x65, 0x1B, 0x28, 0x1B, 0x40])
+        );
+        assert_eq!(gsm7_unpacked("ó"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod limits;
 mod load;
 mod providers;
 mod secret;
+mod smpp;
 mod validate_providers;
 
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
@@ -21,6 +22,7 @@ pub use providers::{
     SmtpSettings, SmtpTls, TwilioSettings,
 };
 pub use secret::Secret;
+pub use smpp::{SmppBind, SmppSettings};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;

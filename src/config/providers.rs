@@ -7,6 +7,7 @@
 
 use super::Secret;
 use super::http::HttpProviderSettings;
+use super::smpp::SmppSettings;
 use crate::domain::Channel;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,6 +20,7 @@ enum ProviderKind {
     Twilio,
     Smtp,
     Http,
+    Smpp,
 }
 
 impl ProviderKind {
@@ -28,6 +30,7 @@ impl ProviderKind {
             "twilio" => Some(ProviderKind::Twilio),
             "smtp" => Some(ProviderKind::Smtp),
             "http" => Some(ProviderKind::Http),
+            "smpp" => Some(ProviderKind::Smpp),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ pub enum ProviderConfig {
     Twilio(TwilioSettings),
     Smtp(SmtpSettings),
     Http(HttpProviderSettings),
+    Smpp(SmppSettings),
 }
 
 impl ProviderConfig {
@@ -52,6 +56,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(s) => s.max_concurrency,
             ProviderConfig::Smtp(s) => s.max_concurrency,
             ProviderConfig::Http(s) => s.max_concurrency,
+            ProviderConfig::Smpp(s) => s.max_concurrency,
         }
     }
 
@@ -63,6 +68,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(s) => s.max_per_second,
             ProviderConfig::Smtp(s) => s.max_per_second,
             ProviderConfig::Http(s) => s.max_per_second,
+            ProviderConfig::Smpp(s) => s.max_per_second,
         }
     }
 }
@@ -93,7 +99,7 @@ impl<'de> Deserialize<'de> for ProviderSettings {
             };
             let Some(kind) = ProviderKind::from_name(&kind) else {
                 return Err(D::Error::custom(format!(
-                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\", \"smtp\" or \"http\""
+                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\", \"smtp\", \"http\" or \"smpp\""
                 )));
             };
             let value = config::Value::from(table);
@@ -102,6 +108,7 @@ impl<'de> Deserialize<'de> for ProviderSettings {
                 ProviderKind::Twilio => value.try_deserialize().map(ProviderConfig::Twilio),
                 ProviderKind::Smtp => value.try_deserialize().map(ProviderConfig::Smtp),
                 ProviderKind::Http => value.try_deserialize().map(ProviderConfig::Http),
+                ProviderKind::Smpp => value.try_deserialize().map(ProviderConfig::Smpp),
             }
             .map_err(|e| D::Error::custom(format!("providers.{name}: {e}")))?;
             out.insert(name, config);

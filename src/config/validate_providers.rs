@@ -60,6 +60,7 @@ fn validate_chain(
             ProviderConfig::Twilio(t) => validate_twilio(name, t, channel)?,
             ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
             ProviderConfig::Http(h) => validate_http_provider(name, h, channel)?,
+            ProviderConfig::Smpp(p) => validate_smpp(name, p, channel)?,
         }
     }
     Ok(())
@@ -153,6 +154,48 @@ fn validate_smtp(name: &str, m: &SmtpSettings, channel: Channel) -> Result<(), C
     }
     if m.pool_max_size == 0 {
         return Err(invalid(key("pool_max_size"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_smpp(name: &str, p: &super::SmppSettings, channel: Channel) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("providers.{name}.{k}");
+    if channel != Channel::Sms {
+        return Err(invalid(
+            format!("channels.{channel}"),
+            format!("names `{name}`, an smpp provider, which carries SMS only"),
+        ));
+    }
+    let scheme_ok = ["smpp://", "ssmpp://", "smpps://"]
+        .iter()
+        .any(|s| p.url.starts_with(s));
+    if !scheme_ok {
+        return Err(invalid(
+            key("url"),
+            "must be smpp://host:port or ssmpp://host:port",
+        ));
+    }
+    // SMPP's field limits (C-octet strings with their NUL): system_id 16, password 9,
+    // system_type 13, source_addr 21.
+    let limits = [
+        ("system_id", p.system_id.as_str(), 1, 15),
+        ("password", p.password.expose(), 0, 8),
+        ("system_type", p.system_type.as_str(), 0, 12),
+        ("source_addr", p.source_addr.as_str(), 1, 20),
+    ];
+    for (k, v, min, max) in limits {
+        if v.len() < min || v.len() > max || !v.is_ascii() {
+            return Err(invalid(
+                key(k),
+                format!("must be {min} to {max} ASCII characters"),
+            ));
+        }
+    }
+    if p.response_timeout_ms == 0 || p.enquire_link_interval_ms == 0 {
+        return Err(invalid(
+            key("response_timeout_ms"),
+            "timeouts must be above 0",
+        ));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::throttle::{self, Throttle};
-use super::{BuildError, Provider, ProviderError, Sent};
+use super::{BuildError, Provider, ProviderError, Receipt, Sent};
 use crate::config::{Chain, RouteKey, Settings};
 use crate::domain::{Channel, Destination};
 use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
@@ -18,7 +18,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// One configured provider instance.
 struct Slot {
@@ -81,11 +81,18 @@ fn channel_index(channel: Channel) -> usize {
 impl Providers {
     /// Builds every provider a chain names (others are not built: a declared but unused
     /// instance may be incomplete). Settings were validated, so the names resolve.
-    pub fn from_settings(s: &Settings, metrics: Arc<Metrics>) -> Result<Providers, BuildError> {
+    /// `receipts` takes the delivery receipts of providers that receive them on their own
+    /// session (SMPP); `crate::receipts` applies them.
+    pub fn from_settings(
+        s: &Settings,
+        metrics: Arc<Metrics>,
+        receipts: mpsc::UnboundedSender<Receipt>,
+    ) -> Result<Providers, BuildError> {
         let mut built = Built {
             slots: Vec::new(),
             chains: Vec::new(),
             settings: s,
+            receipts,
         };
         let mut defaults = [0; 3];
         let mut routes: [Vec<(RouteKey, usize)>; 3] = Default::default();
@@ -275,6 +282,7 @@ struct Built<'a> {
     slots: Vec<Slot>,
     chains: Vec<Vec<usize>>,
     settings: &'a Settings,
+    receipts: mpsc::UnboundedSender<Receipt>,
 }
 
 impl Built<'_> {
@@ -304,7 +312,7 @@ impl Built<'_> {
             .ok_or_else(|| BuildError::Unknown(name.to_string()))?;
         Ok(Slot {
             name: name.to_string(),
-            provider: Provider::build(name, config, s.http.twilio_callback_url())?,
+            provider: Provider::build(name, config, s.http.twilio_callback_url(), &self.receipts)?,
             breaker: Mutex::new(Breaker::new(
                 s.delivery.breaker_failures,
                 Duration::from_millis(s.delivery.breaker_open_ms),

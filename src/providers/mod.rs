@@ -10,6 +10,7 @@ pub mod breaker;
 mod chain;
 pub mod http;
 mod log;
+pub mod smpp;
 mod smtp;
 pub mod throttle;
 pub mod twilio;
@@ -18,6 +19,7 @@ pub mod twilio_receipt;
 pub use chain::{Attempted, Pick, Providers, Reservation, Route};
 pub use http::HttpProvider;
 pub use log::LogProvider;
+pub use smpp::SmppProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;
 
@@ -25,6 +27,18 @@ use crate::config::ProviderConfig;
 use crate::domain::Destination;
 use crate::render::Message;
 use std::time::Duration;
+
+/// A provider's final word on a message it accepted: delivered to the handset, or not. Read
+/// by the provider's own pure code (Twilio's callbacks, SMPP's deliver_sm) and applied by
+/// `crate::receipts`, never by the provider.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The vendor's message id: otpd's `provider_message_id`.
+    pub sid: String,
+    pub state: crate::domain::DeliveryState,
+    /// The vendor's error code or final status, when it gives one.
+    pub error: Option<String>,
+}
 
 /// A provider accepted the message.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +111,7 @@ pub enum Provider {
     Twilio(Box<TwilioClient>),
     Smtp(SmtpProvider),
     Http(Box<HttpProvider>),
+    Smpp(Box<SmppProvider>),
 }
 
 impl Provider {
@@ -106,6 +121,7 @@ impl Provider {
             Provider::Twilio(p) => p.send(to, message).await,
             Provider::Smtp(p) => p.send(to, message).await,
             Provider::Http(p) => p.send(to, message).await,
+            Provider::Smpp(p) => p.send(to, message).await,
         }
     }
 }
@@ -128,6 +144,7 @@ impl Provider {
         name: &str,
         config: &ProviderConfig,
         status_callback: Option<String>,
+        receipts: &tokio::sync::mpsc::UnboundedSender<Receipt>,
     ) -> Result<Provider, BuildError> {
         Ok(match config {
             ProviderConfig::Log(_) => Provider::Log(LogProvider),
@@ -136,6 +153,9 @@ impl Provider {
             }
             ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
             ProviderConfig::Http(h) => Provider::Http(Box::new(HttpProvider::new(name, h)?)),
+            ProviderConfig::Smpp(p) => {
+                Provider::Smpp(Box::new(SmppProvider::new(p, receipts.clone())?))
+            }
         })
     }
 }

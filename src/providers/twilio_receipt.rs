@@ -1,6 +1,7 @@
 //! Twilio's status callbacks, read without touching the store: the `X-Twilio-Signature` check
 //! and the mapping of message and call statuses to otpd's receipt states.
 
+use super::Receipt;
 use crate::domain::DeliveryState;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -34,16 +35,6 @@ fn signed_mac(auth_token: &str, url: &str, params: &[(String, String)]) -> Hmac<
         mac.update(value.as_bytes());
     }
     mac
-}
-
-/// A final receipt read from a callback.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Receipt {
-    /// The message's or call's SID: otpd's `provider_message_id`.
-    pub sid: String,
-    pub state: DeliveryState,
-    /// Twilio's ErrorCode (e.g. 30003 unreachable handset), or the call's end status.
-    pub error: Option<String>,
 }
 
 /// What a callback says, if it is final. Interim statuses (queued, sending, sent, ringing,

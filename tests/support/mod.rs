@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod smsc;
 pub mod smtp;
 
 use futures_util::StreamExt;

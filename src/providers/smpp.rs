@@ -1,0 +1,379 @@
+//! SMPP 3.4/5.0 to an SMSC, over rusmppc: one bound session per instance, shared by every
+//! call (SMPP multiplexes requests by sequence number), kept alive with enquire_link and
+//! re-established on the next call after it is lost, with capped exponential backoff.
+//!
+//! A transceiver bind also receives delivery receipts (deliver_sm). They are answered at once
+//! and handed, as [`Receipt`]s, to a channel that `crate::receipts` drains: the provider never
+//! touches the store.
+
+use super::{BuildError, ProviderError, Receipt, Sent};
+use crate::config::{SmppBind, SmppSettings};
+use crate::domain::{DeliveryState, Destination};
+use crate::render::Message;
+use crate::segments;
+use futures_util::StreamExt;
+use rusmpp::pdus::{BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
+use rusmpp::tlvs::MessageSubmissionRequestTlvValue;
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{
+    DataCoding, IntermediateNotification, MCDeliveryReceipt, MessagePayload, Npi,
+    RegisteredDelivery, SmeOriginatedAcknowledgement, Ton,
+};
+use rusmpp::{CommandStatus, Pdu};
+use rusmppc::error::Error as SmppError;
+use rusmppc::{Client, ConnectionBuilder, Event};
+use std::str::FromStr;
+use std::sync::Mutex as SyncMutex;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc};
+
+/// The first wait after a failed connect or bind; doubled up to `reconnect_max_delay_ms`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// `short_message` holds at most 254 octets; longer texts go in the message_payload TLV.
+const SHORT_MESSAGE_MAX: usize = 254;
+
+pub struct SmppProvider {
+    settings: SmppSettings,
+    session: Mutex<Option<Client>>,
+    /// No reconnect before this instant, and the wait after the next failure.
+    backoff: SyncMutex<(Option<Instant>, Duration)>,
+    receipts: mpsc::UnboundedSender<Receipt>,
+}
+
+impl SmppProvider {
+    pub fn new(
+        s: &SmppSettings,
+        receipts: mpsc::UnboundedSender<Receipt>,
+    ) -> Result<SmppProvider, BuildError> {
+        Ok(SmppProvider {
+            settings: s.clone(),
+            session: Mutex::new(None),
+            backoff: SyncMutex::new((None, FIRST_BACKOFF)),
+            receipts,
+        })
+    }
+
+    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+        let (Destination::Phone(phone), Message::Sms { body, .. }) = (to, message) else {
+            return Err(ProviderError::Permanent {
+                status: None,
+                reason: "provider_misconfigured",
+                detail: "smpp carries SMS only; check [channels]".into(),
+            });
+        };
+        let submit = self.submit_sm(phone.as_e164(), body)?;
+        let client = self.session().await?;
+        match client.submit_sm(submit).await {
+            Ok(resp) => Ok(Sent {
+                provider_message_id: Some(resp.message_id().to_string()),
+                status: Some(0),
+            }),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// The bound session, connecting and binding first if there is none.
+    async fn session(&self) -> Result<Client, ProviderError> {
+        let mut session = self.session.lock().await;
+        if let Some(client) = session.as_ref().filter(|c| c.is_active()) {
+            return Ok(client.clone());
+        }
+        *session = None;
+        let not_before = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).0;
+        if let Some(at) = not_before.filter(|at| *at > Instant::now()) {
+            return Err(transient(format!(
+                "smpp session down; reconnecting in {} ms",
+                at.duration_since(Instant::now()).as_millis()
+            )));
+        }
+        match self.connect().await {
+            Ok(client) => {
+                *self.backoff.lock().unwrap_or_else(|e| e.into_inner()) = (None, FIRST_BACKOFF);
+                *session = Some(client.clone());
+                Ok(client)
+            }
+            Err(e) => {
+                let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+                let max = Duration::from_millis(self.settings.reconnect_max_delay_ms);
+                *backoff = (Some(Instant::now() + backoff.1), (backoff.1 * 2).min(max));
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, ProviderError> {
+        let s = &self.settings;
+        let timeout = Duration::from_millis(s.response_timeout_ms);
+        let (client, events) = ConnectionBuilder::new()
+            .enquire_link_interval(Duration::from_millis(s.enquire_link_interval_ms))
+            .enquire_link_response_timeout(timeout)
+            .response_timeout(timeout)
+            .connect(s.url.as_str())
+            .await
+            .map_err(|e| transient(format!("smpp connect: {e}")))?;
+        let bound = match s.bind {
+            SmppBind::Transmitter => client
+                .bind_transmitter(
+                    BindTransmitter::builder()
+                        .system_id(field(&s.system_id))
+                        .password(field(s.password.expose()))
+                        .system_type(field(&s.system_type))
+                        .build(),
+                )
+                .await
+                .map(|_| ()),
+            SmppBind::Transceiver => client
+                .bind_transceiver(
+                    BindTransceiver::builder()
+                        .system_id(field(&s.system_id))
+                        .password(field(s.password.expose()))
+                        .system_type(field(&s.system_type))
+                        .build(),
+                )
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = bound {
+            let _ = client.close().await;
+            return Err(match classify(e) {
+                // A refused bind is the credentials, whatever the status says.
+                ProviderError::Permanent { status, detail, .. } => ProviderError::Permanent {
+                    status,
+                    reason: "provider_auth",
+                    detail: format!("smpp bind refused: {detail}"),
+                },
+                other => other,
+            });
+        }
+        tokio::spawn(read_events(client.clone(), events, self.receipts.clone()));
+        Ok(client)
+    }
+
+    /// The submit_sm for `text` to `to`: GSM-7 (data_coding 0, one septet per octet) when the
+    /// text fits that alphabet, UCS-2 big-endian otherwise.
+    fn submit_sm(&self, to: &str, text: &str) -> Result<SubmitSm, ProviderError> {
+        let s = &self.settings;
+        let (coding, bytes) = match segments::gsm7_unpacked(text) {
+            Some(septets) => (DataCoding::McSpecific, septets),
+            None => (
+                DataCoding::Ucs2,
+                text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            ),
+        };
+        let source = s.source_addr.trim_start_matches('+');
+        let (source_ton, source_npi) = if source.bytes().all(|b| b.is_ascii_digit()) {
+            (Ton::International, Npi::Isdn)
+        } else {
+            (Ton::Alphanumeric, Npi::Unknown)
+        };
+        let bad = |what: &str| ProviderError::Permanent {
+            status: None,
+            reason: "provider_misconfigured",
+            detail: format!("smpp: {what} does not fit its field"),
+        };
+        let receipts = s.registered_delivery && s.bind == SmppBind::Transceiver;
+        let mut submit = SubmitSm::builder()
+            .source_addr_ton(source_ton)
+            .source_addr_npi(source_npi)
+            .source_addr(COctetString::from_str(source).map_err(|_| bad("source_addr"))?)
+            .dest_addr_ton(Ton::International)
+            .dest_addr_npi(Npi::Isdn)
+            .destination_addr(
+                COctetString::from_str(to.trim_start_matches('+')).map_err(|_| bad("to"))?,
+            )
+            .registered_delivery(if receipts {
+                RegisteredDelivery::new(
+                    MCDeliveryReceipt::McDeliveryReceiptRequestedWhereFinalDeliveryOutcomeIsSuccessOrFailure,
+                    SmeOriginatedAcknowledgement::default(),
+                    IntermediateNotification::default(),
+                    0,
+                )
+            } else {
+                RegisteredDelivery::default()
+            })
+            .data_coding(coding);
+        submit = if bytes.len() <= SHORT_MESSAGE_MAX {
+            submit.short_message(OctetString::from_vec(bytes.clone()).map_err(|_| bad("text"))?)
+        } else {
+            submit.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+                MessagePayload::new(AnyOctetString::from_vec(bytes)),
+            ))
+        };
+        Ok(submit.build())
+    }
+}
+
+/// A C-octet string field; config validation keeps values within the field's size.
+fn field<const MIN: usize, const MAX: usize>(v: &str) -> COctetString<MIN, MAX> {
+    COctetString::from_str(v).unwrap_or_else(|_| COctetString::empty())
+}
+
+/// Answers the SMSC's deliver_sm and forwards delivery receipts until the session ends.
+async fn read_events(
+    client: Client,
+    mut events: impl futures_util::Stream<Item = Event> + Unpin,
+    receipts: mpsc::UnboundedSender<Receipt>,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Incoming(command) => {
+                let sequence = command.sequence_number();
+                let Some(Pdu::DeliverSm(deliver)) = command.pdu() else {
+                    continue;
+                };
+                if let Err(e) = client
+                    .deliver_sm_resp(sequence, DeliverSmResp::default())
+                    .await
+                {
+                    tracing::warn!(error = %e, "smpp: deliver_sm_resp not sent");
+                }
+                if let Some(receipt) = read_receipt(deliver.short_message().as_ref()) {
+                    let _ = receipts.send(receipt);
+                }
+            }
+            Event::Error(e) => tracing::warn!(error = %e, "smpp session error"),
+        }
+    }
+}
+
+/// The final state in an SMSC delivery receipt's text (SMPP 3.4 Appendix B):
+/// `id:<id> sub:001 dlvrd:001 submit date:… done date:… stat:DELIVRD err:000 text:…`.
+/// Interim states (ENROUTE, ACCEPTD) are not receipts.
+pub fn read_receipt(text: &[u8]) -> Option<Receipt> {
+    let text = std::str::from_utf8(text).ok()?;
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .map(str::to_string)
+    };
+    let sid = field("id:")?;
+    let stat = field("stat:")?;
+    let state = match stat.as_str() {
+        "DELIVRD" => DeliveryState::Delivered,
+        "UNDELIV" | "EXPIRED" | "REJECTD" | "DELETED" | "UNKNOWN" => DeliveryState::Undelivered,
+        _ => return None,
+    };
+    let error = field("err:").filter(|e| !e.trim_start_matches('0').is_empty());
+    let error = error.or_else(|| (state == DeliveryState::Undelivered).then_some(stat));
+    Some(Receipt { sid, state, error })
+}
+
+fn transient(detail: String) -> ProviderError {
+    ProviderError::Transient {
+        status: None,
+        detail,
+        in_doubt: false,
+    }
+}
+
+/// An SMPP failure in otpd's terms. A timeout or a lost session after the submit_sm was
+/// written may hide an accepted message: in doubt.
+fn classify(e: SmppError) -> ProviderError {
+    let detail = e.to_string();
+    let response = match e {
+        SmppError::ResponseTimeout { .. }
+        | SmppError::ConnectionClosed
+        | SmppError::ConnectionClosedByPeer => {
+            return ProviderError::Transient {
+                status: None,
+                detail,
+                in_doubt: true,
+            };
+        }
+        SmppError::UnexpectedResponse { response } => response,
+        _ => return transient(detail),
+    };
+    let status = response.status();
+    let code = u32::from(status);
+    let detail = format!("smpp command_status 0x{code:08X} ({status:?})");
+    let permanent = |reason| ProviderError::Permanent {
+        status: None,
+        reason,
+        detail: detail.clone(),
+    };
+    match status {
+        CommandStatus::EsmeRthrottled => ProviderError::RateLimited {
+            status: None,
+            retry_after: None,
+            detail,
+        },
+        CommandStatus::EsmeRmsgqful | CommandStatus::EsmeRsyserr => transient(detail),
+        CommandStatus::EsmeRinvdstadr => permanent("invalid_destination"),
+        CommandStatus::EsmeRbindfail
+        | CommandStatus::EsmeRinvpaswd
+        | CommandStatus::EsmeRinvsysid => permanent("provider_auth"),
+        CommandStatus::EsmeRinvsrcadr => permanent("provider_misconfigured"),
+        _ => permanent("provider_permanent"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(source: &str) -> SmppProvider {
+        let settings = SmppSettings {
+            source_addr: source.into(),
+            ..SmppSettings::default()
+        };
+        SmppProvider::new(&settings, mpsc::unbounded_channel().0).unwrap()
+    }
+
+    #[test]
+    fn texts_outside_gsm7_go_as_ucs2_and_long_ones_in_message_payload() {
+        let p = provider("+15005550006");
+        let s = p.submit_sm("+79161234567", "Код 1234 😀").unwrap();
+        assert_eq!(s.data_coding, DataCoding::Ucs2);
+        let expected: Vec<u8> = "Код 1234 😀"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        assert_eq!(s.short_message().as_ref(), expected.as_slice());
+        assert_eq!(
+            (s.source_addr_ton, s.source_addr.to_string()),
+            (Ton::International, "15005550006".to_string())
+        );
+        let s = p.submit_sm("+14155550123", "€1").unwrap();
+        assert_eq!(
+            (s.data_coding, s.short_message().as_ref()),
+            (DataCoding::McSpecific, &[0x1B, 0x65, b'1'][..])
+        );
+        let long = "ж".repeat(200);
+        let s = p.submit_sm("+79161234567", &long).unwrap();
+        assert!(s.short_message().as_ref().is_empty());
+        assert_eq!(s.tlvs().len(), 1, "400 octets travel in message_payload");
+        assert_eq!(
+            provider("Acme")
+                .submit_sm("+1", "x")
+                .unwrap()
+                .source_addr_ton,
+            Ton::Alphanumeric
+        );
+    }
+
+    #[test]
+    fn receipts_are_read_from_the_appendix_b_text() {
+        let text = b"id:0123abc sub:001 dlvrd:001 submit date:2611231200 done date:2611231201 stat:DELIVRD err:000 text:none";
+        assert_eq!(
+            read_receipt(text),
+            Some(Receipt {
+                sid: "0123abc".into(),
+                state: DeliveryState::Delivered,
+                error: None
+            })
+        );
+        let text = b"id:9 sub:001 dlvrd:000 submit date:2611231200 done date:2611231201 stat:UNDELIV err:034 text:";
+        let r = read_receipt(text).unwrap();
+        assert_eq!(
+            (r.state, r.error.as_deref()),
+            (DeliveryState::Undelivered, Some("034"))
+        );
+        let text = b"id:9 sub:001 dlvrd:000 submit date:2611231200 done date:2611231201 stat:EXPIRED err:000";
+        assert_eq!(
+            read_receipt(text).unwrap().error.as_deref(),
+            Some("EXPIRED")
+        );
+        assert_eq!(read_receipt(b"id:9 stat:ENROUTE err:000"), None);
+        assert_eq!(read_receipt(b"hello, a mobile-originated message"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! The SMPP provider against an SMSC on loopback (`support::smsc`): bind as a transceiver,
+//! submit GSM-7 text, turn the SMSC's deliver_sm receipt into a `delivered` event, reconnect
+//! after the SMSC drops the session, and refuse to deliver with a wrong password.
+
+mod support;
+
+use otpd::config::{ProviderConfig, SmppSettings};
+use otpd::dispatch::Outcome;
+use otpd::domain::DeliveryState;
+use otpd::intake::Handled;
+use std::sync::atomic::Ordering;
+use support::smsc::{FakeSmsc, PASSWORD};
+use support::{TestApp, id, job};
+
+const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
+
+fn smpp(url: String, password: &'static str) -> impl Fn(&mut otpd::config::Settings) + Send + Sync {
+    move |s| {
+        let p = SmppSettings {
+            url: url.clone(),
+            system_id: "otpd".into(),
+            password: password.into(),
+            source_addr: "Acme".into(),
+            ..SmppSettings::default()
+        };
+        s.providers.0.insert("smsc".into(), ProviderConfig::Smpp(p));
+        s.channels.sms = "smsc".into();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transceiver_submits_gets_its_receipt_and_reconnects_after_a_drop() {
+    let mut smsc = FakeSmsc::start().await;
+    let mut app = TestApp::spawn(smpp(smsc.url(), PASSWORD)).await;
+
+    // The SMSC drops the session right after answering the first submit_sm.
+    smsc.drop_after_submit.store(true, Ordering::SeqCst);
+    let first = job("sms", "+14155550123", "246810");
+    app.publish(&first).await;
+    assert_eq!(app.report_for(&id(&first)).await.handled, SENT);
+    let submitted = smsc.submits.recv().await.unwrap();
+    assert_eq!(submitted.system_id, "otpd");
+    assert_eq!(submitted.source, "Acme");
+    assert_eq!(submitted.destination, "14155550123");
+    assert_eq!(
+        submitted.data_coding, 0,
+        "GSM-7, the SMSC's default alphabet"
+    );
+    assert_eq!(
+        submitted.short_message,
+        b"246810 is your otpd verification code. It expires in 5 minutes."
+    );
+    assert_eq!(app.event_for(&id(&first)).await["state"], "accepted");
+    let sent = app.event_for(&id(&first)).await;
+    assert_eq!(
+        (sent["state"].as_str(), sent["provider_message_id"].as_str()),
+        (Some("sent"), Some("m1"))
+    );
+
+    // The next job binds a new session and this time gets a receipt back.
+    let second = job("sms", "+14155550124", "135790");
+    app.publish(&second).await;
+    assert_eq!(app.report_for(&id(&second)).await.handled, SENT);
+    assert_eq!(smsc.submits.recv().await.unwrap().message_id, "m2");
+    assert_eq!(smsc.binds.load(Ordering::SeqCst), 2, "one bind per session");
+    assert_eq!(app.event_for(&id(&second)).await["state"], "accepted");
+    assert_eq!(app.event_for(&id(&second)).await["state"], "sent");
+    let delivered = app.event_for(&id(&second)).await;
+    assert_eq!(delivered["state"], "delivered");
+    assert_eq!(delivered["provider"], "smsc");
+    assert_eq!(delivered["provider_message_id"], "m2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bind_fails_the_job_as_provider_auth() {
+    let smsc = FakeSmsc::start().await;
+    let mut app = TestApp::spawn(smpp(smsc.url(), "wrong")).await;
+    let j = job("sms", "+14155550123", "246810");
+    app.publish(&j).await;
+    assert_eq!(
+        app.report_for(&id(&j)).await.handled,
+        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+    );
+    assert_eq!(app.event_for(&id(&j)).await["state"], "accepted");
+    assert_eq!(app.event_for(&id(&j)).await["reason"], "provider_auth");
+    assert_eq!(smsc.binds.load(Ordering::SeqCst), 0);
+}
