@@ -172,6 +172,35 @@ fn validate_retry(s: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// An app's WebOTP origin, Android hash and From, under `prefix` (`app`, `templates.apps.x`).
+fn check_app_fields(prefix: &str, domain: &str, hash: &str, from: &str) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let domain = domain.trim();
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+    if !domain.is_empty() && (!domain.contains('.') || !domain.chars().all(host_char)) {
+        return Err(invalid(
+            key("webotp_domain"),
+            "must be a host name such as login.example.com (no scheme, port or path)",
+        ));
+    }
+    let hash = hash.trim();
+    let hash_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/');
+    if !hash.is_empty() && (hash.len() != 11 || !hash.chars().all(hash_char)) {
+        return Err(invalid(
+            key("android_app_hash"),
+            "must be the 11-character hash of the app's signing certificate (base64)",
+        ));
+    }
+    let from = from.trim();
+    if !from.is_empty() && from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(invalid(
+            key("email_from"),
+            "must be a mailbox such as \"Example <no-reply@example.com>\"",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_app(s: &Settings) -> Result<(), ConfigError> {
     let app = &s.app;
     if crate::domain::parse_locale(&app.default_locale).is_err() {
@@ -180,28 +209,20 @@ fn validate_app(s: &Settings) -> Result<(), ConfigError> {
             "must be a BCP 47 tag such as en or pt-BR",
         ));
     }
-    let domain = app.webotp_domain.trim();
-    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
-    if !domain.is_empty() && (!domain.contains('.') || !domain.chars().all(host_char)) {
-        return Err(invalid(
-            "app.webotp_domain",
-            "must be a host name such as login.example.com (no scheme, port or path)",
-        ));
-    }
-    let hash = app.android_app_hash.trim();
-    let hash_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/');
-    if !hash.is_empty() && (hash.len() != 11 || !hash.chars().all(hash_char)) {
-        return Err(invalid(
-            "app.android_app_hash",
-            "must be the 11-character hash of the app's signing certificate (base64)",
-        ));
-    }
-    let from = app.email_from.trim();
-    if !from.is_empty() && from.parse::<lettre::message::Mailbox>().is_err() {
-        return Err(invalid(
-            "app.email_from",
-            "must be a mailbox such as \"Example <no-reply@example.com>\"",
-        ));
+    check_app_fields(
+        "app",
+        &app.webotp_domain,
+        &app.android_app_hash,
+        &app.email_from,
+    )?;
+    for (template, a) in &s.templates.apps {
+        let prefix = format!("templates.apps.{template}");
+        check_app_fields(
+            &prefix,
+            &a.webotp_domain,
+            &a.android_app_hash,
+            &a.email_from,
+        )?;
     }
     if s.templates.sms_max_segments == 0 {
         return Err(invalid("templates.sms_max_segments", "must be at least 1"));

@@ -224,6 +224,20 @@ pub struct TemplateSettings {
     pub metadata: StringList,
     /// TwiML `<Say>` language and voice per locale, found along the locale's fallback chain.
     pub voices: std::collections::BTreeMap<String, VoiceSettings>,
+    /// Per template: the app it speaks for, overriding `[app]` field by field. One template
+    /// per app lets one otpd serve several apps, each with its own name, origin and sender.
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, TemplateApp>,
+}
+
+/// A template's app; an empty field inherits `[app]`'s.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateApp {
+    pub name: String,
+    pub webotp_domain: String,
+    pub android_app_hash: String,
+    pub email_from: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

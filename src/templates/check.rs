@@ -23,6 +23,14 @@ pub fn all(t: &Templates, sms_max_segments: u32) -> Result<(), TemplateError> {
             locales.entry(name).or_default().insert(locale);
         }
     }
+    for name in t.apps.keys() {
+        if !locales.contains_key(name.as_str()) {
+            return Err(TemplateError {
+                file: format!("templates.apps.{name}"),
+                detail: "no template of that name".into(),
+            });
+        }
+    }
     for (name, locales) in &locales {
         for channel in [Channel::Sms, Channel::Voice, Channel::Email] {
             let parts: Vec<Part> = Part::ALL
@@ -69,7 +77,7 @@ fn sample(
     let chain = fallbacks(Some(locale), &t.default_locale);
     let vars = Vars {
         code: SAMPLE_CODE,
-        app_name: &t.decorations.app_name,
+        app_name: &t.decorations(name).app_name,
         expires_in_minutes: SAMPLE_MINUTES,
         locale,
         metadata: t
@@ -110,7 +118,7 @@ fn sample(
             ),
         });
     }
-    if t.decorations.android_app_hash.is_some() && s.count > 1 {
+    if t.decorations(name).android_app_hash.is_some() && s.count > 1 {
         return Err(TemplateError {
             file,
             detail: format!(

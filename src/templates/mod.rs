@@ -15,7 +15,7 @@ mod files;
 
 pub use files::Part;
 
-use crate::config::{AppSettings, Settings, VoiceSettings};
+use crate::config::{AppSettings, Settings, TemplateApp, VoiceSettings};
 use crate::domain::{Channel, Job};
 use crate::render::{Message, xml_escape};
 use chrono::{DateTime, Utc};
@@ -46,7 +46,7 @@ pub enum RenderError {
     Failed { file: String, detail: String },
 }
 
-/// The app-wide decorations of a message.
+/// The decorations of a message: its app's name, WebOTP origin, app hash and From.
 struct Decorations {
     app_name: String,
     webotp_domain: Option<String>,
@@ -55,13 +55,20 @@ struct Decorations {
 }
 
 impl Decorations {
-    fn new(app: &AppSettings) -> Decorations {
-        let set = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    /// `[app]`, with a template's own app fields over it.
+    fn new(app: &AppSettings, over: Option<&TemplateApp>) -> Decorations {
+        let pick = |own: Option<&String>, base: &str| {
+            let v = own
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(base.trim());
+            (!v.is_empty()).then(|| v.to_string())
+        };
         Decorations {
-            app_name: app.name.clone(),
-            webotp_domain: set(&app.webotp_domain),
-            android_app_hash: set(&app.android_app_hash),
-            email_from: set(&app.email_from),
+            app_name: pick(over.map(|o| &o.name), &app.name).unwrap_or_default(),
+            webotp_domain: pick(over.map(|o| &o.webotp_domain), &app.webotp_domain),
+            android_app_hash: pick(over.map(|o| &o.android_app_hash), &app.android_app_hash),
+            email_from: pick(over.map(|o| &o.email_from), &app.email_from),
         }
     }
 
@@ -103,6 +110,8 @@ pub struct Templates {
     voices: BTreeMap<String, VoiceSettings>,
     metadata: BTreeSet<String>,
     decorations: Decorations,
+    /// Templates with an app of their own (`templates.apps`).
+    apps: BTreeMap<String, Decorations>,
 }
 
 impl Templates {
@@ -142,7 +151,13 @@ impl Templates {
             default_locale: settings.app.default_locale.to_ascii_lowercase(),
             voices,
             metadata: settings.templates.metadata.0.iter().cloned().collect(),
-            decorations: Decorations::new(&settings.app),
+            decorations: Decorations::new(&settings.app, None),
+            apps: settings
+                .templates
+                .apps
+                .iter()
+                .map(|(t, a)| (t.clone(), Decorations::new(&settings.app, Some(a))))
+                .collect(),
         })
     }
 
@@ -151,7 +166,7 @@ impl Templates {
         let seconds_left = (job.expires_at - now).num_seconds().max(0);
         let vars = Vars {
             code: job.code.expose(),
-            app_name: &self.decorations.app_name,
+            app_name: &self.decorations(&job.template).app_name,
             expires_in_minutes: ((seconds_left + 59) / 60).max(1),
             locale: job.locale.as_deref().unwrap_or(&self.default_locale),
             metadata: job
@@ -175,7 +190,7 @@ impl Templates {
         Ok(match channel {
             Channel::Sms => {
                 let body = self.part(template, Part::Sms, chain, &vars)?;
-                let body = self.decorations.sms(body, vars.code);
+                let body = self.decorations(template).sms(body, vars.code);
                 let segments = crate::segments::count(&body).count as u32;
                 Message::Sms { body, segments }
             }
@@ -201,9 +216,14 @@ impl Templates {
                     .to_string(),
                 text: self.part(template, Part::EmailText, chain, &vars)?,
                 html: self.part(template, Part::EmailHtml, chain, &vars)?,
-                from: self.decorations.email_from.clone(),
+                from: self.decorations(template).email_from.clone(),
             },
         })
+    }
+
+    /// The app `template` speaks for.
+    fn decorations(&self, template: &str) -> &Decorations {
+        self.apps.get(template).unwrap_or(&self.decorations)
     }
 
     /// The first file of `part` along the locale chain, rendered.

@@ -257,3 +257,41 @@ fn a_template_without_its_default_locale_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_template_can_speak_for_its_own_app() {
+    let dir = Dir::new(&[(
+        "beta_login/en/sms.txt",
+        "{{ code }} is your {{ app_name }} code\n",
+    )]);
+    let s =
+        settings(&dir.toml(
+            "[templates.apps.beta_login]\nname = \"Beta\"\nwebotp_domain = \"beta.example\"\n",
+        ));
+    let t = Templates::load(&s).unwrap();
+    let beta = serde_json::json!({"template": "beta_login"});
+    let Message::Sms { body, .. } = t
+        .render(&job("sms", "+14155550123", None, beta), now())
+        .unwrap()
+    else {
+        panic!("not sms")
+    };
+    assert_eq!(body, "4071 is your Beta code\n\n@beta.example #4071");
+    // The default template keeps [app]'s name and no WebOTP line.
+    assert_eq!(
+        sms(&t, None).0,
+        "4071 is your otpd verification code. It expires in 5 minutes."
+    );
+    let typo = settings_err(&dir.toml("[templates.apps.beta_logn]\nname = \"Beta\"\n"));
+    assert!(typo.contains("templates.apps.beta_logn"), "{typo}");
+    let bad =
+        settings_err(&dir.toml("[templates.apps.beta_login]\nwebotp_domain = \"https://x\"\n"));
+    assert!(
+        bad.contains("templates.apps.beta_login.webotp_domain"),
+        "{bad}"
+    );
+}
+
+fn settings_err(extra: &str) -> String {
+    load_from_str(extra).unwrap_err().to_string()
+}
