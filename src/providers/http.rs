@@ -9,7 +9,7 @@
 //! code, so it is never logged; errors name the template (`body.text`), never a value.
 
 use super::{BuildError, ProviderError, Sent};
-use crate::config::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
+use crate::config::{BodyFormat, HttpProviderSettings, RuleOutcome};
 use crate::domain::Destination;
 use crate::render::Message;
 use crate::segments::{self, Encoding};
@@ -20,34 +20,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How answers are read; built from the settings, used by the pure [`classify`].
-#[derive(Debug, Clone, Default)]
-pub struct ResponseSpec {
-    pub success_status: Vec<u16>,
-    pub success_pointer: String,
-    pub success_value: String,
-    pub message_id_pointer: String,
-    pub error_code_pointer: String,
-    pub rules: Vec<ResponseRule>,
-}
-
-impl ResponseSpec {
-    pub fn new(s: &HttpProviderSettings) -> ResponseSpec {
-        ResponseSpec {
-            success_status: s.success_status.clone(),
-            success_pointer: s.success_pointer.clone(),
-            success_value: s.success_value.clone(),
-            message_id_pointer: s.message_id_pointer.clone(),
-            error_code_pointer: s.error_code_pointer.clone(),
-            rules: s.rules.clone(),
-        }
-    }
-}
-
 pub struct HttpProvider {
     http: reqwest::Client,
     request: RequestTemplates,
-    spec: ResponseSpec,
+    /// How answers are read (the `success_*`, `*_pointer` and `rules` settings).
+    settings: HttpProviderSettings,
 }
 
 /// The compiled request: method, templates and the secrets they may read.
@@ -184,7 +161,7 @@ impl HttpProvider {
         Ok(HttpProvider {
             http,
             request,
-            spec: ResponseSpec::new(s),
+            settings: s.clone(),
         })
     }
 
@@ -235,7 +212,7 @@ impl HttpProvider {
         let status = response.status().as_u16();
         let retry_after = super::twilio::retry_after(response.headers());
         let body = response.bytes().await.unwrap_or_default();
-        classify(&self.spec, status, retry_after, &body)
+        classify(&self.settings, status, retry_after, &body)
     }
 }
 
@@ -255,7 +232,7 @@ fn pointer(json: &Value, pointer: &str) -> Option<String> {
 /// What an answer means: the success condition, then the rules in order, then defaults by
 /// status.
 pub fn classify(
-    spec: &ResponseSpec,
+    spec: &HttpProviderSettings,
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],

@@ -15,8 +15,8 @@ fn example(file: &str, name: &str) -> HttpProviderSettings {
     }
 }
 
-fn spec(h: &HttpProviderSettings) -> ResponseSpec {
-    ResponseSpec::new(h)
+fn spec(h: &HttpProviderSettings) -> HttpProviderSettings {
+    h.clone()
 }
 
 fn reason(r: Result<Sent, ProviderError>) -> String {

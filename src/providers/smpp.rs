@@ -111,27 +111,24 @@ impl SmppProvider {
             .connect(s.url.as_str())
             .await
             .map_err(|e| transient(format!("smpp connect: {e}")))?;
+        // The two bind PDUs have the same fields but distinct types.
+        macro_rules! bind {
+            ($method:ident, $pdu:ident) => {
+                client
+                    .$method(
+                        $pdu::builder()
+                            .system_id(field(&s.system_id))
+                            .password(field(s.password.expose()))
+                            .system_type(field(&s.system_type))
+                            .build(),
+                    )
+                    .await
+                    .map(|_| ())
+            };
+        }
         let bound = match s.bind {
-            SmppBind::Transmitter => client
-                .bind_transmitter(
-                    BindTransmitter::builder()
-                        .system_id(field(&s.system_id))
-                        .password(field(s.password.expose()))
-                        .system_type(field(&s.system_type))
-                        .build(),
-                )
-                .await
-                .map(|_| ()),
-            SmppBind::Transceiver => client
-                .bind_transceiver(
-                    BindTransceiver::builder()
-                        .system_id(field(&s.system_id))
-                        .password(field(s.password.expose()))
-                        .system_type(field(&s.system_type))
-                        .build(),
-                )
-                .await
-                .map(|_| ()),
+            SmppBind::Transmitter => bind!(bind_transmitter, BindTransmitter),
+            SmppBind::Transceiver => bind!(bind_transceiver, BindTransceiver),
         };
         if let Err(e) = bound {
             let _ = client.close().await;
