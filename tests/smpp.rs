@@ -10,19 +10,28 @@ use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::sync::atomic::Ordering;
 use support::smsc::{FakeSmsc, PASSWORD};
-use support::{TestApp, id, job};
+use support::{PATIENCE, TestApp, id, job};
 
 const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
 
 fn smpp(url: String, password: &'static str) -> impl Fn(&mut otpd::config::Settings) + Send + Sync {
+    with(url, password, |_| {})
+}
+
+fn with(
+    url: String,
+    password: &'static str,
+    tweak: impl Fn(&mut SmppSettings) + Send + Sync,
+) -> impl Fn(&mut otpd::config::Settings) + Send + Sync {
     move |s| {
-        let p = SmppSettings {
+        let mut p = SmppSettings {
             url: url.clone(),
             system_id: "otpd".into(),
             password: password.into(),
             source_addr: "Acme".into(),
             ..SmppSettings::default()
         };
+        tweak(&mut p);
         s.providers.0.insert("smsc".into(), ProviderConfig::Smpp(p));
         s.channels.sms = "smsc".into();
     }
@@ -84,4 +93,26 @@ async fn a_refused_bind_fails_the_job_as_provider_auth() {
     assert_eq!(app.event_for(&id(&j)).await["state"], "accepted");
     assert_eq!(app.event_for(&id(&j)).await["reason"], "provider_auth");
     assert_eq!(smsc.binds.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transmitter_asks_for_no_receipt_and_keeps_its_session_alive() {
+    let mut smsc = FakeSmsc::start().await;
+    let tweak = |p: &mut SmppSettings| {
+        p.bind = otpd::config::SmppBind::Transmitter;
+        p.enquire_link_interval_ms = 50;
+    };
+    let mut app = TestApp::spawn(with(smsc.url(), PASSWORD, tweak)).await;
+    let j = job("sms", "+14155550123", "246810");
+    app.publish(&j).await;
+    assert_eq!(app.report_for(&id(&j)).await.handled, SENT);
+    assert!(!smsc.submits.recv().await.unwrap().receipt_requested);
+    // enquire_link keeps an idle session alive: two of them, on the one bound session.
+    for _ in 0..2 {
+        tokio::time::timeout(PATIENCE, smsc.enquire_links.recv())
+            .await
+            .expect("enquire_link within the patience")
+            .unwrap();
+    }
+    assert_eq!(smsc.binds.load(Ordering::SeqCst), 1);
 }

@@ -3,10 +3,8 @@
 
 use super::{Dispatcher, Halt, Outcome};
 use crate::domain::{DeliveryState, Job};
-use crate::metrics::{
-    AttemptLabels, ChannelLabels, JobLabels, ProviderLabels, SegmentLabels, SpendLabels,
-};
-use crate::providers::{Attempted, Pick, ProviderError, Reservation, Sent};
+use crate::metrics::{ChannelLabels, JobLabels};
+use crate::providers::{Pick, ProviderError, Reservation, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
 use crate::store::{Finish, Owner};
@@ -302,46 +300,6 @@ impl Dispatcher {
             .await
     }
 
-    /// Counts a call that is not the job's first, and one made while another is in doubt.
-    fn count_repeat(&self, provider: &str, job: &Job, p: &Progress) {
-        let channel = job.channel.as_str();
-        if p.attempt > 1 {
-            let provider = provider.to_string();
-            let labels = ProviderLabels { provider, channel };
-            self.metrics.retries.get_or_create(&labels).inc();
-        }
-        if p.in_doubt {
-            let labels = ChannelLabels { channel };
-            self.metrics.in_doubt_resends.get_or_create(&labels).inc();
-        }
-    }
-
-    fn observe_attempt(&self, provider: &str, job: &Job, attempted: &Attempted) {
-        let result = match &attempted.result {
-            Ok(_) => "sent",
-            Err(ProviderError::Transient { .. }) => "transient",
-            Err(ProviderError::Permanent { .. }) => "permanent",
-            Err(ProviderError::RateLimited { .. }) => "rate_limited",
-        };
-        let channel = job.channel.as_str();
-        let provider = provider.to_string();
-        self.metrics
-            .provider_latency
-            .get_or_create(&ProviderLabels {
-                provider: provider.clone(),
-                channel,
-            })
-            .observe(attempted.latency.as_secs_f64());
-        self.metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                provider,
-                channel,
-                result,
-            })
-            .inc();
-    }
-
     /// Commits a terminal state, then publishes its event, then notes the event as published.
     pub(super) async fn conclude(
         &self,
@@ -379,37 +337,6 @@ impl Dispatcher {
         self.persist(|| self.store.mark_event_published(owner.id))
             .await?;
         Ok(Outcome::Finished(f.state))
-    }
-}
-
-impl Dispatcher {
-    /// Adds an accepted SMS's segments to `otpd_sms_segments_total`.
-    fn count_segments(&self, provider: &str, job: &Job, message: &Message) {
-        if let Message::Sms { segments, .. } = message {
-            let country = super::admit::phone(job).map(|p| p.country());
-            self.metrics
-                .sms_segments
-                .get_or_create(&SegmentLabels {
-                    provider: provider.to_string(),
-                    country: country.unwrap_or("none").to_string(),
-                })
-                .inc_by(u64::from(*segments));
-        }
-    }
-
-    /// Adds the configured price of a sent message to `otpd_spend_total`.
-    fn count_spend(&self, job: &Job) {
-        let country = super::admit::phone(job).map(|p| p.country());
-        let price = self.limits.price(job.channel, country);
-        if price > 0 {
-            self.metrics
-                .spend
-                .get_or_create(&SpendLabels {
-                    channel: job.channel.as_str(),
-                    country: country.unwrap_or("none").to_string(),
-                })
-                .inc_by(price as f64 / 1_000_000.0);
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod admit;
 mod conversion;
+mod counting;
 mod deliver;
 mod inbound;
 mod open;

@@ -26,6 +26,8 @@ pub struct Submitted {
     pub data_coding: u8,
     pub short_message: Vec<u8>,
     pub message_id: String,
+    /// Whether the submit asked for a final delivery receipt.
+    pub receipt_requested: bool,
 }
 
 pub struct FakeSmsc {
@@ -34,6 +36,8 @@ pub struct FakeSmsc {
     pub binds: Arc<AtomicU32>,
     /// Drop the session right after answering the next submit_sm.
     pub drop_after_submit: Arc<AtomicBool>,
+    /// One message per enquire_link received.
+    pub enquire_links: mpsc::UnboundedReceiver<()>,
 }
 
 #[derive(Clone)]
@@ -42,6 +46,7 @@ struct Shared {
     binds: Arc<AtomicU32>,
     drop_after_submit: Arc<AtomicBool>,
     next_id: Arc<AtomicU32>,
+    enquire_links: mpsc::UnboundedSender<()>,
 }
 
 impl FakeSmsc {
@@ -49,7 +54,9 @@ impl FakeSmsc {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, submits) = mpsc::unbounded_channel();
+        let (links_tx, enquire_links) = mpsc::unbounded_channel();
         let shared = Shared {
+            enquire_links: links_tx,
             submits: tx,
             binds: Arc::default(),
             drop_after_submit: Arc::default(),
@@ -60,6 +67,7 @@ impl FakeSmsc {
             submits,
             binds: shared.binds.clone(),
             drop_after_submit: shared.drop_after_submit.clone(),
+            enquire_links,
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -113,10 +121,15 @@ async fn session(stream: TcpStream, shared: Shared) {
                     )
                 })
             }
-            Pdu::EnquireLink => Some(reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp)),
+            Pdu::EnquireLink => {
+                let _ = shared.enquire_links.send(());
+                Some(reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp))
+            }
             Pdu::Unbind => Some(reply(CommandStatus::EsmeRok, Pdu::UnbindResp)),
             Pdu::SubmitSm(s) => {
                 let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+                let wants = s.registered_delivery.mc_delivery_receipt()
+                    != MCDeliveryReceipt::NoMcDeliveryReceiptRequested;
                 let message_id = format!("m{n}");
                 let _ = shared.submits.send(Submitted {
                     system_id: system_id.clone(),
@@ -125,6 +138,7 @@ async fn session(stream: TcpStream, shared: Shared) {
                     data_coding: u8::from(s.data_coding),
                     short_message: s.short_message().as_ref().to_vec(),
                     message_id: message_id.clone(),
+                    receipt_requested: wants,
                 });
                 let resp = SubmitSmResp::builder().message_id(c(&message_id)).build();
                 framed
@@ -134,8 +148,6 @@ async fn session(stream: TcpStream, shared: Shared) {
                 if shared.drop_after_submit.swap(false, Ordering::SeqCst) {
                     return;
                 }
-                let wants = s.registered_delivery.mc_delivery_receipt()
-                    != MCDeliveryReceipt::NoMcDeliveryReceiptRequested;
                 if transceiver && wants {
                     sequence += 1;
                     let text = format!(
