@@ -291,10 +291,21 @@ pub async fn failover() -> Report {
         format!("{calls_down} / {by_b} / {straight_to_b}"),
     );
     r.check(by_b as usize == half, || format!("B sent {by_b} of {half}"));
+    // The breaker stops the storm: jobs queued behind A's slots when it opens pick again
+    // rather than each calling the dead provider once.
+    r.check(calls_down < (half / 4) as u64, || {
+        format!("{calls_down} calls to A while it was down, for {half} jobs")
+    });
 
     a.set_mode(Mode::Healthy);
     let back_us = now_us();
-    rig.publish(half..n, HOUR).await;
+    // Offered over 4 s, past A's 2 s breaker window, so that there is traffic to probe A
+    // with: otpd clears 1,000 jobs in well under the window, and an idle breaker is never
+    // probed.
+    for chunk in (half..n).step_by(100) {
+        rig.publish(chunk..(chunk + 100).min(n), HOUR).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
     if let Err(e) = rig.wait_done(n as i64, DONE_LIMIT).await {
         r.abort(e);
     }

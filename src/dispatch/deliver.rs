@@ -150,11 +150,11 @@ impl Dispatcher {
             f.in_doubt = p.in_doubt;
             return self.conclude(job, owner, f).await.map(Begun::Concluded);
         }
-        let index = match self
+        let (index, probe) = match self
             .providers
             .pick(self.providers.route(job.channel, &job.to), p.avoid)
         {
-            Pick::Use(index) => index,
+            Pick::Use { index, probe } => (index, probe),
             Pick::WaitUntil(at) => {
                 // Every breaker of the chain is open: wait for the first probe, holding the
                 // lease, and check the code's expiry again.
@@ -163,7 +163,7 @@ impl Dispatcher {
                 return Ok(Begun::Again);
             }
         };
-        let Some(reservation) = self.reserve(owner, index).await? else {
+        let Some(reservation) = self.reserve(owner, index, probe).await? else {
             return Ok(Begun::Again);
         };
         p.attempt += 1;
@@ -252,10 +252,16 @@ impl Dispatcher {
     }
 
     /// Waits for a call slot on provider `index`, renewing the lease every attempt timeout.
-    /// `None` means the wait was long enough that the provider choice should be made again.
-    async fn reserve(&self, owner: Owner<'_>, index: usize) -> Result<Option<Reservation>, Halt> {
+    /// `None` means the provider choice should be made again: the wait was long, or the
+    /// provider's breaker opened meanwhile.
+    async fn reserve(
+        &self,
+        owner: Owner<'_>,
+        index: usize,
+        probe: bool,
+    ) -> Result<Option<Reservation>, Halt> {
         tokio::select! {
-            r = self.providers.reserve(index) => Ok(Some(r)),
+            r = self.providers.reserve(index, probe) => Ok(r),
             _ = self.shutdown.cancelled() => Err(Halt::Interrupted),
             _ = tokio::time::sleep(self.attempt_timeout) => {
                 self.hold(owner, Duration::ZERO).await?;

@@ -35,7 +35,7 @@ impl Dispatcher {
         if self.limits.cached(&takes).is_some() {
             return Ok(None);
         }
-        let Pick::Use(index) = self
+        let Pick::Use { index, probe } = self
             .providers
             .pick(self.providers.route(job.channel, &job.to), None)
         else {
@@ -44,7 +44,11 @@ impl Dispatcher {
         // Bounded like the slow path's wait, which then chooses the provider again (its
         // breaker may have opened meanwhile).
         let reservation = tokio::select! {
-            r = self.providers.reserve(index) => r,
+            r = self.providers.reserve(index, probe) => match r {
+                Some(r) => r,
+                // The breaker opened while this job waited: the slow path picks again.
+                None => return Ok(None),
+            },
             _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
             _ = tokio::time::sleep(self.attempt_timeout) => return Ok(None),
         };

@@ -34,8 +34,9 @@ struct Slot {
 /// Which provider the next attempt goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
-    /// The index of the provider to call.
-    Use(usize),
+    /// The index of the provider to call; `probe` when this call is its breaker's half-open
+    /// probe.
+    Use { index: usize, probe: bool },
     /// Every provider of the chain has its breaker open: none before this instant.
     WaitUntil(Instant),
 }
@@ -163,7 +164,7 @@ impl Providers {
         let last_resort = chain.iter().filter(|&&i| Some(i) == avoid);
         for &index in preferred.chain(last_resort) {
             match self.admit(index, now) {
-                Admit::Yes { .. } => return Pick::Use(index),
+                Admit::Yes { probe } => return Pick::Use { index, probe },
                 Admit::NotUntil(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
             }
         }
@@ -183,7 +184,12 @@ impl Providers {
 
     /// Waits for a call slot on provider `index` and under the global in-flight limit.
     /// Cancel-safe: dropping the future takes nothing.
-    pub async fn reserve(&self, index: usize) -> Reservation {
+    ///
+    /// `None` when the provider's breaker left `closed` while this call waited and the call is
+    /// not the breaker's probe: the caller picks again. Without this, every job queued behind
+    /// a provider's slots when it fails would still call it (a thousand at prefetch 1000),
+    /// the storm a breaker exists to stop.
+    pub async fn reserve(&self, index: usize, probe: bool) -> Option<Reservation> {
         let slot = &self.slots[index];
         let provider = slot.throttle.acquire().await;
         // The semaphore is never closed, so this is always a permit; were it closed, the call
@@ -194,11 +200,14 @@ impl Providers {
         if let Some(pacer) = &slot.pacer {
             pacer.until_ready().await;
         }
-        Reservation {
+        if !probe && !matches!(lock(&slot.breaker).state(), BreakerState::Closed) {
+            return None;
+        }
+        Some(Reservation {
             index,
             _provider: provider,
             _global: global,
-        }
+        })
     }
 
     /// Makes the call, bounded by `timeout`, and lets the breaker and throttle learn from it.
@@ -327,4 +336,51 @@ impl Built<'_> {
 fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
     // Breaker updates are single assignments; a panic elsewhere cannot leave it half-updated.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn providers() -> Providers {
+        let s = crate::config::load_from_str(
+            "[channels]\nsms = \"a, b\"\n[providers.a]\nkind = \"log\"\n[providers.b]\nkind = \"log\"\n\
+             [delivery]\nbreaker_failures = 1\nbreaker_open_ms = 60000\n",
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        Providers::from_settings(&s, metrics, mpsc::unbounded_channel().0).unwrap()
+    }
+
+    fn fail(p: &Providers, index: usize) {
+        let result = Err(ProviderError::Transient {
+            status: Some(503),
+            detail: "down".into(),
+            in_doubt: false,
+        });
+        p.learn(&p.slots[index], &result);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_while_its_breaker_opened_is_not_made() {
+        let p = providers();
+        let route = p.route(
+            Channel::Sms,
+            &Destination::Phone(crate::domain::PhoneNumber::parse("+14155550123").unwrap()),
+        );
+        let Pick::Use { index: a, probe } = p.pick(route, None) else {
+            panic!("a is closed")
+        };
+        assert_eq!((p.name(a), probe), ("a", false));
+        // While this call waited for a slot, another call's failure opened a's breaker.
+        fail(&p, a);
+        assert!(p.reserve(a, false).await.is_none(), "picks again instead");
+        let Pick::Use { index: b, .. } = p.pick(route, None) else {
+            panic!("b is closed")
+        };
+        assert_eq!(p.name(b), "b");
+        assert!(p.reserve(b, false).await.is_some());
+        // A half-open probe goes through: it is how the breaker learns a's state.
+        assert!(p.reserve(a, true).await.is_some());
+    }
 }
