@@ -150,10 +150,8 @@ impl Dispatcher {
             f.in_doubt = p.in_doubt;
             return self.conclude(job, owner, f).await.map(Begun::Concluded);
         }
-        let (index, probe) = match self
-            .providers
-            .pick(self.providers.route(job.channel, &job.to), p.avoid)
-        {
+        let route = self.providers.route(job.channel, &job.to);
+        let (index, probe) = match self.providers.pick(route, p.avoid) {
             Pick::Use { index, probe } => (index, probe),
             Pick::WaitUntil(at) => {
                 // Every breaker of the chain is open: wait for the first probe, holding the
@@ -163,7 +161,8 @@ impl Dispatcher {
                 return Ok(Begun::Again);
             }
         };
-        let Some(reservation) = self.reserve(owner, index, probe).await? else {
+        let recheck = !probe && self.providers.has_alternative(route, index);
+        let Some(reservation) = self.reserve(owner, index, recheck).await? else {
             return Ok(Begun::Again);
         };
         p.attempt += 1;
@@ -258,10 +257,10 @@ impl Dispatcher {
         &self,
         owner: Owner<'_>,
         index: usize,
-        probe: bool,
+        recheck: bool,
     ) -> Result<Option<Reservation>, Halt> {
         tokio::select! {
-            r = self.providers.reserve(index, probe) => Ok(r),
+            r = self.providers.reserve(index, recheck) => Ok(r),
             _ = self.shutdown.cancelled() => Err(Halt::Interrupted),
             _ = tokio::time::sleep(self.attempt_timeout) => {
                 self.hold(owner, Duration::ZERO).await?;

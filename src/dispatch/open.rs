@@ -35,16 +35,15 @@ impl Dispatcher {
         if self.limits.cached(&takes).is_some() {
             return Ok(None);
         }
-        let Pick::Use { index, probe } = self
-            .providers
-            .pick(self.providers.route(job.channel, &job.to), None)
-        else {
+        let route = self.providers.route(job.channel, &job.to);
+        let Pick::Use { index, probe } = self.providers.pick(route, None) else {
             return Ok(None);
         };
+        let recheck = !probe && self.providers.has_alternative(route, index);
         // Bounded like the slow path's wait, which then chooses the provider again (its
         // breaker may have opened meanwhile).
         let reservation = tokio::select! {
-            r = self.providers.reserve(index, probe) => match r {
+            r = self.providers.reserve(index, recheck) => match r {
                 Some(r) => r,
                 // The breaker opened while this job waited: the slow path picks again.
                 None => return Ok(None),

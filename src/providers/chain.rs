@@ -185,11 +185,14 @@ impl Providers {
     /// Waits for a call slot on provider `index` and under the global in-flight limit.
     /// Cancel-safe: dropping the future takes nothing.
     ///
-    /// `None` when the provider's breaker left `closed` while this call waited and the call is
-    /// not the breaker's probe: the caller picks again. Without this, every job queued behind
-    /// a provider's slots when it fails would still call it (a thousand at prefetch 1000),
-    /// the storm a breaker exists to stop.
-    pub async fn reserve(&self, index: usize, probe: bool) -> Option<Reservation> {
+    /// With `recheck` (the call is not the breaker's probe, and its chain has another
+    /// provider), `None` when the provider's breaker left `closed` while this call waited: the
+    /// caller picks again. Without this, every job queued behind a provider's slots when it
+    /// fails would still call it (a thousand at prefetch 1000) instead of failing over. With
+    /// nowhere to fail over to, the call goes ahead: re-picking would only park it until the
+    /// probe, and a flaky provider's breaker would then throttle all its traffic to one call
+    /// per window.
+    pub async fn reserve(&self, index: usize, recheck: bool) -> Option<Reservation> {
         let slot = &self.slots[index];
         let provider = slot.throttle.acquire().await;
         // The semaphore is never closed, so this is always a permit; were it closed, the call
@@ -200,7 +203,7 @@ impl Providers {
         if let Some(pacer) = &slot.pacer {
             pacer.until_ready().await;
         }
-        if !probe && !matches!(lock(&slot.breaker).state(), BreakerState::Closed) {
+        if recheck && !matches!(lock(&slot.breaker).state(), BreakerState::Closed) {
             return None;
         }
         Some(Reservation {
@@ -374,13 +377,14 @@ mod tests {
         assert_eq!((p.name(a), probe), ("a", false));
         // While this call waited for a slot, another call's failure opened a's breaker.
         fail(&p, a);
-        assert!(p.reserve(a, false).await.is_none(), "picks again instead");
+        assert!(p.has_alternative(route, a));
+        assert!(p.reserve(a, true).await.is_none(), "picks again instead");
         let Pick::Use { index: b, .. } = p.pick(route, None) else {
             panic!("b is closed")
         };
         assert_eq!(p.name(b), "b");
-        assert!(p.reserve(b, false).await.is_some());
-        // A half-open probe goes through: it is how the breaker learns a's state.
-        assert!(p.reserve(a, true).await.is_some());
+        assert!(p.reserve(b, true).await.is_some());
+        // A half-open probe, or a call with nowhere else to go, goes through.
+        assert!(p.reserve(a, false).await.is_some());
     }
 }
