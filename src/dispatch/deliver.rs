@@ -217,10 +217,7 @@ impl Dispatcher {
         let retry_after = match e {
             // Another provider may work where this one cannot work at all: fail over at once.
             ProviderError::Permanent { .. } if e.is_provider_wide() => {
-                return match self
-                    .providers
-                    .has_alternative(self.providers.route(job.channel, &job.to), index)
-                {
+                return match self.providers.can_fail_over(job.channel, &job.to, index) {
                     true if (p.attempt as u32) < self.retry.max_attempts => {
                         Next::After(Duration::ZERO)
                     }
@@ -232,11 +229,8 @@ impl Dispatcher {
             ProviderError::Transient { .. } => None,
         };
         // A Retry-After binds the provider that sent it; another provider may go sooner.
-        let retry_after = retry_after.filter(|_| {
-            !self
-                .providers
-                .has_alternative(self.providers.route(job.channel, &job.to), index)
-        });
+        let retry_after =
+            retry_after.filter(|_| !self.providers.can_fail_over(job.channel, &job.to, index));
         match self.retry.decide(
             p.attempt as u32,
             retry_after,

@@ -144,6 +144,11 @@ impl Providers {
         Route(matched.map_or(self.defaults[i], |(_, chain)| *chain))
     }
 
+    /// Whether a job on `channel` to `to` has a provider other than `index` to fail over to.
+    pub fn can_fail_over(&self, channel: Channel, to: &Destination, index: usize) -> bool {
+        self.has_alternative(self.route(channel, to), index)
+    }
+
     /// Whether the route's chain has a provider other than `index` to fail over to.
     pub fn has_alternative(&self, route: Route, index: usize) -> bool {
         self.chains[route.0].iter().any(|&i| i != index)
