@@ -36,6 +36,18 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
     )
     .await;
 
+    // The log provider returns no message ids; give every delivery one as Twilio's would get.
+    exec(
+        &app,
+        "UPDATE deliveries SET provider_message_id = 'SM' || challenge_id",
+    )
+    .await;
+    exec(
+        &app,
+        "INSERT INTO provider_messages SELECT provider_message_id, challenge_id FROM deliveries",
+    )
+    .await;
+
     let (status, out) = cli(&app.suffix, &["purge", "--older-than", "30d"]).await;
     assert!(status.success(), "{out}");
     assert!(
@@ -53,6 +65,19 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
         .await
         .unwrap();
     assert_eq!(left.0, 2);
+    // Receipts find a delivery by its provider message id; the purged ones' ids go with them.
+    let ids: (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM provider_messages m JOIN deliveries d USING (challenge_id)
+          WHERE d.provider_message_id = m.provider_message_id",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let all: (i64,) = sqlx::query_as("SELECT count(*) FROM provider_messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((ids.0, all.0), (2, 2));
 
     let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
     assert!(status.success(), "{out}");

@@ -163,7 +163,7 @@ impl Store {
             .await?;
         let (through,): (Option<i64>,) = sqlx::query_as(
             "SELECT COALESCE((SELECT min(seq) - 1 FROM delivery_events WHERE seq IS NOT NULL AND at >= $1),
-                             (SELECT max(seq) FROM delivery_events))",
+                             (SELECT max(seq) FROM delivery_events WHERE seq IS NOT NULL))",
         )
         .bind(older_than)
         .fetch_one(&mut *tx)
@@ -179,15 +179,21 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let deliveries = sqlx::query(
-            "DELETE FROM deliveries d
-              WHERE d.created_at < $1 AND d.state NOT IN ('received', 'sending')
-                AND NOT EXISTS (SELECT 1 FROM delivery_events e WHERE e.challenge_id = d.challenge_id)",
+        // A delivery's receipt look-up row goes with it.
+        let deliveries: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM deliveries d
+                            WHERE d.created_at < $1 AND d.state NOT IN ('received', 'sending')
+                              AND NOT EXISTS (SELECT 1 FROM delivery_events e WHERE e.challenge_id = d.challenge_id)
+                        RETURNING challenge_id, provider_message_id),
+                  m AS (DELETE FROM provider_messages m USING gone
+                         WHERE m.provider_message_id = gone.provider_message_id
+                           AND m.challenge_id = gone.challenge_id)
+             SELECT count(*) FROM gone",
         )
         .bind(older_than)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
+        let deliveries = deliveries as u64;
         if events > 0 || deliveries > 0 {
             self.record_purge(
                 &mut tx, older_than, trigger, through, anchor, events, deliveries,

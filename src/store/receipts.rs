@@ -59,7 +59,8 @@ impl Store {
                 return Ok(ReceiptOutcome::Applied(Box::new(row)));
             }
             let known: Option<(String,)> = sqlx::query_as(
-                "SELECT state FROM deliveries WHERE provider_message_id = $1 LIMIT 1",
+                "SELECT d.state FROM provider_messages m JOIN deliveries d USING (challenge_id)
+              WHERE m.provider_message_id = $1 LIMIT 1",
             )
             .bind(provider_message_id)
             .fetch_optional(self.pool())
@@ -93,7 +94,9 @@ impl Store {
             "WITH d AS (UPDATE deliveries
                            SET state = $2, carrier_error = $3, receipt_at = now(), updated_at = now(),
                                receipt_published = false
-                         WHERE provider_message_id = $1 AND state = 'sent' {RETURNING}),
+                         WHERE challenge_id IN (SELECT challenge_id FROM provider_messages
+                                                 WHERE provider_message_id = $1)
+                           AND state = 'sent' {RETURNING}),
                   e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, reason)
                         SELECT challenge_id, 'state', state, attempt, provider, carrier_error FROM d)
              SELECT * FROM d"
@@ -111,7 +114,7 @@ impl Store {
     pub async fn apply_pending_receipts(&self) -> Result<Vec<Receipted>, StoreError> {
         let pending: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "SELECT p.provider_message_id, p.state, p.carrier_error FROM pending_receipts p
-              WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.provider_message_id = p.provider_message_id)
+              WHERE EXISTS (SELECT 1 FROM provider_messages m WHERE m.provider_message_id = p.provider_message_id)
               LIMIT 500",
         )
         .fetch_all(self.pool())

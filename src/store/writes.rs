@@ -243,7 +243,10 @@ impl Op for FinishOp {
                      RETURNING t.*),
                   e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, response_status,
                                                      latency_ms, reason, detail, in_doubt)
-                        SELECT id, 'state', state, attempt, provider, status, latency, reason, detail, in_doubt FROM d)
+                        SELECT id, 'state', state, attempt, provider, status, latency, reason, detail, in_doubt FROM d),
+                  m AS (INSERT INTO provider_messages (provider_message_id, challenge_id)
+                        SELECT message_id, id FROM d WHERE message_id IS NOT NULL
+                        ON CONFLICT DO NOTHING)
              SELECT id FROM d",
         )
         .bind(batch.iter().map(|o| o.challenge_id.as_str()).collect::<Vec<_>>())
