@@ -159,6 +159,10 @@ async fn purge(settings: &config::Settings, older_than: &str) -> anyhow::Result<
         otpd::audit::parse_age(older_than).map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
     let store = store(settings)?;
     let cutoff = Utc::now() - age;
+    store
+        .seal_all(otpd::store::SEAL_PATIENCE)
+        .await
+        .context("sealing the audit chain")?;
     let p = store
         .purge(cutoff, PurgeTrigger::Command)
         .await
@@ -172,7 +176,10 @@ async fn purge(settings: &config::Settings, older_than: &str) -> anyhow::Result<
 
 async fn verify(settings: &config::Settings) -> anyhow::Result<()> {
     let store = store(settings)?;
-    store.seal().await.context("sealing the audit chain")?;
+    store
+        .seal_all(otpd::store::SEAL_PATIENCE)
+        .await
+        .context("sealing the audit chain")?;
     let v = store.verify_chain().await.context("reading the chain")?;
     println!(
         "checked {} events; head is event {} with hash {}; {} unsealed",

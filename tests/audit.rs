@@ -4,6 +4,8 @@
 
 mod support;
 
+use otpd::audit::chain;
+use otpd::store::{SEAL_PATIENCE, Store};
 use support::*;
 
 async fn exec(app: &TestApp, sql: &str) {
@@ -86,14 +88,17 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
         "{out}"
     );
 
-    let (first,): (i64,) = sqlx::query_as("SELECT min(seq) FROM delivery_events")
+    let (first,): (i64,) = sqlx::query_as("SELECT min(seq) FROM audit_seals")
         .fetch_one(&app.db)
         .await
         .unwrap();
     let edited = first + 1;
     exec(
         &app,
-        &format!("UPDATE delivery_events SET detail = 'nothing to see' WHERE seq = {edited}"),
+        &format!(
+            "UPDATE delivery_events SET detail = 'nothing to see' WHERE id = {}",
+            event_at(edited)
+        ),
     )
     .await;
     let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
@@ -104,20 +109,28 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
     );
     exec(
         &app,
-        &format!("UPDATE delivery_events SET detail = NULL WHERE seq = {edited}"),
+        &format!(
+            "UPDATE delivery_events SET detail = NULL WHERE id = {}",
+            event_at(edited)
+        ),
     )
     .await;
     let (status, _) = cli(&app.suffix, &["audit", "verify"]).await;
     assert!(status.success(), "undoing the edit restores the chain");
 
+    // One event from the middle, and the newest together with its seal.
     exec(
         &app,
-        &format!("DELETE FROM delivery_events WHERE seq = {}", first + 2),
+        &format!(
+            "DELETE FROM delivery_events WHERE id = {}",
+            event_at(first + 2)
+        ),
     )
     .await;
     exec(
         &app,
-        "DELETE FROM delivery_events WHERE seq = (SELECT max(seq) FROM delivery_events)",
+        "WITH s AS (DELETE FROM audit_seals WHERE seq = (SELECT max(seq) FROM audit_seals) RETURNING event_id)
+         DELETE FROM delivery_events WHERE id IN (SELECT event_id FROM s)",
     )
     .await;
     let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
@@ -132,6 +145,15 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
     );
     assert!(out.contains("newest events were deleted"), "{out}");
 }
+
+/// The event sealed at `seq`.
+fn event_at(seq: i64) -> String {
+    format!("(SELECT event_id FROM audit_seals WHERE seq = {seq})")
+}
+
+/// Every event has a seal.
+const ALL_SEALED: &str = "SELECT NOT EXISTS (SELECT 1 FROM delivery_events e
+                           WHERE NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id))";
 
 /// Waits (polling the database, bounded) until `sql` returns true.
 async fn until(app: &TestApp, sql: &str) {
@@ -168,20 +190,12 @@ async fn the_daemon_seals_new_events_and_purges_on_its_schedule() {
     .execute(&app.db)
     .await
     .unwrap();
-    until(
-        &app,
-        "SELECT count(*) = 0 FROM delivery_events WHERE seq IS NULL",
-    )
-    .await;
+    until(&app, ALL_SEALED).await;
     let fresh = job("sms", "+447400123456", "482913");
     app.publish(&fresh).await;
     app.event_where(|k, e| k == "delivery.sent" && e["challenge_id"] == id(&fresh))
         .await;
-    until(
-        &app,
-        "SELECT count(*) = 0 FROM delivery_events WHERE seq IS NULL",
-    )
-    .await;
+    until(&app, ALL_SEALED).await;
 
     // A purge is scheduled at every start and then every purge_interval_secs.
     app.stop().await;
@@ -203,4 +217,131 @@ async fn the_daemon_seals_new_events_and_purges_on_its_schedule() {
         status.success() && out.contains("checked 3 events"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn an_event_committed_late_is_sealed_once_without_a_gap() {
+    // The daemon seals at start only and never purges (a purge seals too).
+    let mut app = TestApp::spawn(|s| {
+        s.audit.seal_interval_ms = 3_600_000;
+        s.audit.retention_days = 0;
+    })
+    .await;
+    let settings = app.settings();
+    let store = Store::connect(
+        &settings.database,
+        settings.store.destination_hmac_key.clone(),
+    )
+    .unwrap();
+    // A writer that starts before a job and commits after it, with the larger event id.
+    let mut late = app.db.begin().await.unwrap();
+    sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('late', 'sent')")
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    let j = job("sms", "+447400123456", "482913");
+    app.publish(&j).await;
+    app.event_where(|k, e| k == "delivery.sent" && e["challenge_id"] == id(&j))
+        .await;
+    sqlx::query(
+        "INSERT INTO delivery_events (challenge_id, kind, state) VALUES ('late', 'state', 'sent')",
+    )
+    .execute(&mut *late)
+    .await
+    .unwrap();
+
+    // The job's events are committed but not final: a transaction older than theirs may still
+    // add events that must come first.
+    assert_eq!(store.seal().await.unwrap(), 0);
+    late.commit().await.unwrap();
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM delivery_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    store.seal_all(SEAL_PATIENCE).await.unwrap();
+    assert_eq!(store.seal().await.unwrap(), 0, "nothing is sealed twice");
+
+    // Chained in commit order: the late writer's event first, though its id is the newest.
+    let order: (Vec<String>, Vec<i64>) = sqlx::query_as(
+        "SELECT array_agg(e.challenge_id ORDER BY s.seq), array_agg(s.seq ORDER BY s.seq)
+           FROM audit_seals s JOIN delivery_events e ON e.id = s.event_id",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(order.0[0], "late");
+    assert!(order.0[1..].iter().all(|c| *c == id(&j)), "{order:?}");
+    assert_eq!(order.1, (1..=events).collect::<Vec<_>>());
+    let (latest,): (i64,) = sqlx::query_as("SELECT max(id) FROM delivery_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let (late_id,): (i64,) =
+        sqlx::query_as("SELECT id FROM delivery_events WHERE challenge_id = 'late'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(late_id, latest);
+
+    let (status, out) = cli(&app.suffix, &["audit", "verify"]).await;
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains(&format!("checked {events} events")) && out.contains("; 0 unsealed"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn upgrading_keeps_the_chain_and_seals_what_was_left_unsealed() {
+    let db = scratch::ScratchDb::create().await;
+    let migrator = sqlx::migrate!("./migrations");
+    migrator.run_to(20261125000001, &db.pool).await.unwrap();
+    // Before the upgrade: three events chained in the event rows, one not sealed yet.
+    sqlx::raw_sql(
+        "INSERT INTO deliveries (challenge_id, state) VALUES ('a', 'sent'), ('b', 'received');
+         INSERT INTO delivery_events (challenge_id, kind, state) VALUES
+           ('a', 'state', 'received'), ('a', 'state', 'sending'), ('a', 'state', 'sent');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sql = format!("SELECT {} FROM delivery_events ORDER BY id", chain::COLUMNS);
+    let rows: Vec<chain::ChainedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let mut prev = chain::GENESIS.to_vec();
+    for (seq, row) in (1..).zip(&rows) {
+        prev = chain::hash(&prev, seq, row).to_vec();
+        sqlx::query("UPDATE delivery_events SET seq = $1, hash = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(&prev)
+            .bind(row.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO audit_chain (seq, hash) VALUES (3, $1)")
+        .bind(&prev)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO delivery_events (challenge_id, kind, state) VALUES ('b', 'state', 'received')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    migrator.run(&db.pool).await.unwrap();
+    let store = Store::connect(
+        &db.settings.database,
+        db.settings.store.destination_hmac_key.clone(),
+    )
+    .unwrap();
+    assert_eq!(store.seal_all(SEAL_PATIENCE).await.unwrap(), 1);
+    let v = store.verify_chain().await.unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!((v.checked, v.head_seq, v.unsealed), (4, 4, 0));
+    store.close().await;
 }

@@ -29,15 +29,22 @@ pub struct EventFields {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChainedEvent {
     pub id: i64,
+    /// The event's place and hash, from its seal; absent before it is sealed.
+    #[sqlx(default)]
     pub seq: Option<i64>,
+    #[sqlx(default)]
     pub hash: Option<Vec<u8>>,
+    /// The writing transaction's id. Not chained: it only orders sealing.
+    #[sqlx(default)]
+    pub xid: i64,
     pub challenge_id: String,
     #[sqlx(flatten)]
     pub fields: EventFields,
 }
 
-/// The columns [`ChainedEvent`] reads, for every query that loads one.
-pub const COLUMNS: &str = "id, seq, hash, challenge_id, at, kind, state, attempt, provider, \
+/// The event columns [`ChainedEvent`] reads, for every query that loads one (a seal's `seq`
+/// and `hash` come from `audit_seals`).
+pub const COLUMNS: &str = "id, challenge_id, at, kind, state, attempt, provider, \
                            response_status, latency_ms, reason, detail, in_doubt";
 
 fn field(out: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -83,6 +90,7 @@ mod tests {
             id: 7,
             seq: None,
             hash: None,
+            xid: 0,
             challenge_id: "c1".into(),
             fields: EventFields {
                 at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),

@@ -1,17 +1,21 @@
 //! The audit chain's sealer, its verification and audited purges.
 //!
-//! Writers insert events unsealed, so they never queue on a chain head. One sealer at a time
-//! (a transaction-scoped advisory lock, across every instance) gives the unsealed events the
-//! next places in the chain, in id order, and moves the head. A purge takes the same lock, so
-//! it never races a seal.
+//! Writers insert events unsealed and never touch them again, so they never queue on a chain
+//! head. One sealer at a time (a transaction-scoped advisory lock, across every instance)
+//! seals the events that are final, in the order of the transactions that wrote them, with one
+//! `audit_seals` row each, and moves the head. A purge takes the same lock, so it never races
+//! a seal.
 
 use super::{Store, StoreError};
 use crate::audit::chain::{self, COLUMNS, ChainedEvent, GENESIS};
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 /// The advisory lock key shared by the sealer and purges ("otpd" in ASCII).
 const CHAIN_LOCK: i64 = 0x6f74_7064;
 const SEAL_BATCH: i64 = 2000;
+/// How long a command waits for running transactions before it seals (see [`Store::seal_all`]).
+pub const SEAL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The result of checking the whole chain.
 #[derive(Debug, Default)]
@@ -40,64 +44,113 @@ pub enum PurgeTrigger {
     Scheduled,
 }
 
+/// Where the chain stands: its last seal, and the last event sealed, as the cursor the next
+/// seal continues after.
+struct Head {
+    seq: i64,
+    hash: Vec<u8>,
+    cursor: (i64, i64),
+}
+
 impl Store {
-    /// Seals every unsealed event. Returns how many; 0 also when another instance is sealing.
+    /// Seals every event that is final now (see the migration `audit_seals`): those written
+    /// by transactions older than the oldest one still running. Returns how many; 0 also when
+    /// another instance is sealing.
     pub async fn seal(&self) -> Result<u64, StoreError> {
         let mut total = 0;
-        loop {
-            let mut tx = self.pool().begin().await?;
-            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(CHAIN_LOCK)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
-                return Ok(total);
-            }
-            let head: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, hash FROM audit_chain")
-                .fetch_optional(&mut *tx)
-                .await?;
-            let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_vec()));
-            let sql = format!(
-                "SELECT {COLUMNS} FROM delivery_events WHERE seq IS NULL ORDER BY id LIMIT {SEAL_BATCH}"
-            );
-            let rows: Vec<ChainedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&mut *tx)
-                .await?;
-            if rows.is_empty() {
-                return Ok(total);
-            }
-            let (mut ids, mut seqs, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for row in &rows {
-                seq += 1;
-                prev = chain::hash(&prev, seq, row).to_vec();
-                ids.push(row.id);
-                seqs.push(seq);
-                hashes.push(prev.clone());
-            }
-            sqlx::query(
-                "UPDATE delivery_events e SET seq = u.seq, hash = u.hash
-                   FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[]) AS u(id, seq, hash)
-                  WHERE e.id = u.id",
-            )
-            .bind(&ids)
-            .bind(&seqs)
-            .bind(&hashes)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO audit_chain (singleton, seq, hash) VALUES (true, $1, $2)
-                 ON CONFLICT (singleton) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
-            )
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            total += rows.len() as u64;
-            if (rows.len() as i64) < SEAL_BATCH {
-                return Ok(total);
+        while let Some(sealed) = self.seal_batch().await? {
+            total += sealed;
+            if sealed < SEAL_BATCH as u64 {
+                break;
             }
         }
+        Ok(total)
+    }
+
+    /// Seals every event committed before the call. An event behind a transaction that was
+    /// still running when the call began cannot be sealed until that transaction ends, and
+    /// PostgreSQL offers no way to wait for another transaction but polling its horizon; so
+    /// this polls, for at most `patience`, then seals what it can. Commands use it so that
+    /// `verify` and `purge` cover everything written before them.
+    pub async fn seal_all(&self, patience: Duration) -> Result<u64, StoreError> {
+        let (target,): (i64,) =
+            sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+                .fetch_one(self.pool())
+                .await?;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let (horizon,): (i64,) =
+                sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(self.pool())
+                    .await?;
+            if horizon >= target || tokio::time::Instant::now() >= deadline {
+                return self.seal().await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Seals up to [`SEAL_BATCH`] events in one transaction; `None` when another instance
+    /// holds the chain.
+    async fn seal_batch(&self) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Neither this nor the head's read gives the transaction an id, so the events query
+        // below is the one whose snapshot sets the horizon.
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let mut head = head(&mut tx).await?;
+        // The horizon is read in the same statement, hence from the same snapshot, as the
+        // events: every event below it that committed is visible to this query.
+        let sql = format!(
+            "SELECT xid, {COLUMNS} FROM delivery_events
+              WHERE (xid, id) > ($1, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+              ORDER BY xid, id LIMIT {SEAL_BATCH}"
+        );
+        let rows: Vec<ChainedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(head.cursor.0)
+            .bind(head.cursor.1)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(Some(0));
+        };
+        head.cursor = (last.xid, last.id);
+        let (mut seqs, mut ids, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            head.seq += 1;
+            head.hash = chain::hash(&head.hash, head.seq, row).to_vec();
+            seqs.push(head.seq);
+            ids.push(row.id);
+            hashes.push(head.hash.clone());
+        }
+        sqlx::query(
+            "INSERT INTO audit_seals (seq, event_id, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[])",
+        )
+        .bind(&seqs)
+        .bind(&ids)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_chain (singleton, seq, hash, cursor_xid, cursor_id) VALUES (true, $1, $2, $3, $4)
+             ON CONFLICT (singleton) DO UPDATE
+                SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,
+                    cursor_xid = EXCLUDED.cursor_xid, cursor_id = EXCLUDED.cursor_id",
+        )
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(head.cursor.0)
+        .bind(head.cursor.1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(rows.len() as u64))
     }
 
     /// Recomputes the chain from the last purge's anchor to the head.
@@ -110,8 +163,10 @@ impl Store {
         let (mut seq, anchor_hash) = anchor.unwrap_or((0, None));
         let mut prev = anchor_hash.unwrap_or_else(|| GENESIS.to_vec());
         let mut v = Verification::default();
+        // An event deleted without its seal drops out of the join and shows as a gap.
         let sql = format!(
-            "SELECT {COLUMNS} FROM delivery_events WHERE seq > $1 ORDER BY seq LIMIT 10000"
+            "SELECT s.seq, s.hash, {COLUMNS} FROM audit_seals s JOIN delivery_events e ON e.id = s.event_id
+              WHERE s.seq > $1 ORDER BY s.seq LIMIT 10000"
         );
         loop {
             let rows: Vec<ChainedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
@@ -126,18 +181,18 @@ impl Store {
             }
             seq = last;
         }
-        let head: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, hash FROM audit_chain")
-            .fetch_optional(self.pool())
-            .await?;
-        if let Some((head_seq, head_hash)) = head
-            && (head_seq != seq || head_hash != prev)
-        {
+        // A missing head row reads as the genesis, so deleting it shows too.
+        let recorded = head(&mut *self.pool().acquire().await?).await?;
+        if recorded.seq != seq || recorded.hash != prev {
             v.problems.push(format!(
-                "the chain ends at event {seq} but its recorded head is event {head_seq}: newest events were deleted or altered"
+                "the chain ends at event {seq} but its recorded head is event {}: newest events were deleted or altered",
+                recorded.seq
             ));
         }
         let (unsealed,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM delivery_events WHERE seq IS NULL")
+            sqlx::query_as("SELECT count(*) FROM delivery_events WHERE (xid, id) > ($1, $2)")
+                .bind(recorded.cursor.0)
+                .bind(recorded.cursor.1)
                 .fetch_one(self.pool())
                 .await?;
         v.unsealed = unsealed;
@@ -155,30 +210,39 @@ impl Store {
         trigger: PurgeTrigger,
     ) -> Result<Purged, StoreError> {
         // Only sealed events are purged, so seal first: the chain then covers all it removes.
+        // This does not wait for running transactions (the command does, before calling):
+        // an event not sealed yet stays, with its delivery, until the next purge.
         self.seal().await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK)
             .execute(&mut *tx)
             .await?;
+        // The chain's prefix before the first event to keep: walked in chain order, so the
+        // query reads about as many seals as it will delete.
         let (through,): (Option<i64>,) = sqlx::query_as(
-            "SELECT COALESCE((SELECT min(seq) - 1 FROM delivery_events WHERE seq IS NOT NULL AND at >= $1),
-                             (SELECT max(seq) FROM delivery_events WHERE seq IS NOT NULL))",
+            "SELECT COALESCE((SELECT s.seq - 1 FROM audit_seals s JOIN delivery_events e ON e.id = s.event_id
+                               WHERE e.at >= $1 ORDER BY s.seq LIMIT 1),
+                             (SELECT max(seq) FROM audit_seals))",
         )
         .bind(older_than)
         .fetch_one(&mut *tx)
         .await?;
         let through = through.unwrap_or(0);
         let anchor: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT hash FROM delivery_events WHERE seq = $1")
+            sqlx::query_as("SELECT hash FROM audit_seals WHERE seq = $1")
                 .bind(through)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let events = sqlx::query("DELETE FROM delivery_events WHERE seq <= $1")
-            .bind(through)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let events: i64 = sqlx::query_scalar(
+            "WITH seals AS (DELETE FROM audit_seals WHERE seq <= $1 RETURNING event_id),
+                  gone AS (DELETE FROM delivery_events e USING seals WHERE e.id = seals.event_id RETURNING 1)
+             SELECT count(*) FROM gone",
+        )
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?;
+        let events = events as u64;
         // A delivery's receipt look-up row goes with it.
         let deliveries: i64 = sqlx::query_scalar(
             "WITH gone AS (DELETE FROM deliveries d
@@ -254,6 +318,26 @@ impl Store {
         .await?;
         Ok(last.unwrap_or((0, None)))
     }
+}
+
+/// The chain's head, or the genesis with the cursor before every event.
+async fn head(tx: &mut sqlx::PgConnection) -> Result<Head, StoreError> {
+    let row: Option<(i64, Vec<u8>, i64, i64)> =
+        sqlx::query_as("SELECT seq, hash, cursor_xid, cursor_id FROM audit_chain")
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(match row {
+        Some((seq, hash, xid, id)) => Head {
+            seq,
+            hash,
+            cursor: (xid, id),
+        },
+        None => Head {
+            seq: 0,
+            hash: GENESIS.to_vec(),
+            cursor: (0, 0),
+        },
+    })
 }
 
 impl Verification {

@@ -17,7 +17,7 @@ mod views;
 mod writes;
 
 pub use admission::{Admission, Decide};
-pub use audit::{PurgeTrigger, Purged, Verification};
+pub use audit::{PurgeTrigger, Purged, SEAL_PATIENCE, Verification};
 pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 pub use health::{MinuteCount, ProviderWindow, ReportRow};
 pub use limits::Conversion;

@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod scratch;
 pub mod smsc;
 pub mod smtp;
+
+use scratch::on_own_runtime;
 
 use futures_util::StreamExt;
 use lapin::options::*;
@@ -359,14 +362,7 @@ impl Drop for TestApp {
             token.cancel();
         }
         let suffix = self.suffix.clone();
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(cleanup(&suffix));
-        });
-        let _ = cleanup.join();
+        on_own_runtime(async move { cleanup(&suffix).await });
     }
 }
 
@@ -377,6 +373,10 @@ async fn cleanup(suffix: &str) {
         }
         let _ = conn.close(200, "cleanup".into()).await;
     }
+    drop_database(suffix).await;
+}
+
+pub(crate) async fn drop_database(suffix: &str) {
     if let Ok(pool) = PgPool::connect(PG_ADMIN_URL).await {
         let sql = format!("DROP DATABASE IF EXISTS otpd_t_{suffix} WITH (FORCE)");
         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
