@@ -96,6 +96,36 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time used so far by a process (all threads, user and system) and by the whole machine
+/// (every core, neither idle nor waiting), in ms. Linux reports both in USER_HZ ticks, which
+/// is 100 a second on every architecture it runs on.
+pub fn cpu_ms(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3; utime
+    // and stime are fields 14 and 15.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let process = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    let all = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // cpu  user nice system idle iowait irq softirq steal …
+    let ticks: Vec<u64> = all
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    (process * 10, busy * 10)
+}
+
 /// Stops otpd as systemd would (SIGTERM) and waits for it.
 pub fn stop(mut child: Child) {
     let _ = Command::new("kill")

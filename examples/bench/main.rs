@@ -107,14 +107,22 @@ async fn main() {
     let jobs = |range: std::ops::Range<usize>| range.map(|i| (i, bodies[i].clone()));
 
     let t0 = Instant::now();
+    let cpu0 = child::cpu_ms(otpd.id());
     load::publish(target(), jobs(0..a.jobs), None, &timeline).await;
     load::wait_done(&mut done, a.jobs).await;
     let full_rate = a.jobs as f64 / t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
+    let cpu1 = child::cpu_ms(otpd.id());
     load::publish(target(), jobs(a.jobs..total), Some(a.rate), &timeline).await;
     load::wait_done(&mut done, total).await;
     let paced_rate = a.paced as f64 / t1.elapsed().as_secs_f64();
+    let cpu2 = child::cpu_ms(otpd.id());
+    // CPU µs per job: otpd's own, and the machine's (broker, database, bench and fake too).
+    let per_job = |from: (u64, u64), to: (u64, u64), n: usize| {
+        let us = |a: u64, b: u64| (b - a) as f64 * 1000.0 / n.max(1) as f64;
+        format!("{:.0} / {:.0} µs", us(from.0, to.0), us(from.1, to.1))
+    };
 
     let rss_kib = child::peak_rss_kib(otpd.id());
     child::stop(otpd);
@@ -145,6 +153,11 @@ async fn main() {
         "| publish → terminal event p50 / p99 / max | {} | {} |",
         pcts(0..a.jobs, &finished),
         pcts(a.jobs..total, &finished)
+    );
+    println!(
+        "| CPU per job: otpd / whole machine | {} | {} |",
+        per_job(cpu0, cpu1, a.jobs),
+        per_job(cpu1, cpu2, a.paced)
     );
     println!("| terminal states | {:?} | |", states.lock().unwrap());
     println!("| ceiling: bare consumer, ack only | {broker_ceiling:.0} msgs/s | |");

@@ -6,9 +6,9 @@
 //! overhead rather than on rows. A [`Batcher`] per kind of write takes each caller's request
 //! over a channel; one task gathers whatever requests are waiting, up to [`MAX_BATCH`], runs
 //! them as one statement over UNNEST'ed arrays and answers every caller. At most [`IN_FLIGHT`]
-//! batches of a kind run at once, so the requests that arrive meanwhile form the next batch:
-//! there is no timer, a lone request costs one round trip as before, and under load hundreds
-//! share one.
+//! batches of a kind run at once (the second only once a queue has formed), so the requests
+//! that arrive meanwhile form the next batch: there is no timer, a lone request costs one
+//! round trip as before, and under load hundreds share one.
 //!
 //! A batch never holds two requests for one challenge (a statement may change a row only
 //! once); the later one waits for the next batch. Requests are sorted by challenge so that
@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) const MAX_BATCH: usize = 512;
 /// Batches of one kind running at once (each on its own pooled connection).
 pub(super) const IN_FLIGHT: usize = 2;
+/// Requests waiting before a batch starts beside one already running.
+const SECOND_BATCH_MIN: usize = 32;
 
 /// One kind of write that can be batched.
 pub(super) trait Op: Send + Sync + Sized + 'static {
@@ -78,7 +80,7 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
     let mut running = FuturesUnordered::new();
     let mut open = true;
     loop {
-        while running.len() < IN_FLIGHT && !waiting.is_empty() {
+        while may_start(running.len(), waiting.len()) {
             running.push(execute(pool.clone(), take_batch(&mut waiting)));
         }
         if !open && running.is_empty() && waiting.is_empty() {
@@ -96,6 +98,19 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
             },
             Some(()) = running.next(), if !running.is_empty() => {}
         }
+    }
+}
+
+/// Whether to start a batch now, with `running` batches under way and `waiting` requests.
+/// The first starts at once; a second only for a queue worth it. At a modest rate a second
+/// batch of one or two rows would cost a statement, a commit and a connection for no gain:
+/// those requests ride with the next batch a moment later instead, and PostgreSQL spends its
+/// CPU on rows rather than on statements (docs/performance.md).
+fn may_start(running: usize, waiting: usize) -> bool {
+    match running {
+        0 => waiting > 0,
+        r if r < IN_FLIGHT => waiting >= SECOND_BATCH_MIN,
+        _ => false,
     }
 }
 
@@ -203,6 +218,18 @@ mod tests {
         assert_eq!(keys(take_batch(&mut waiting)), ["a", "c"]);
         assert_eq!(keys(take_batch(&mut waiting)), ["c"]);
         assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn a_second_batch_runs_beside_the_first_only_for_a_queue() {
+        assert!(!may_start(0, 0));
+        assert!(may_start(0, 1), "a lone request goes at once");
+        assert!(
+            !may_start(1, SECOND_BATCH_MIN - 1),
+            "a few wait for the next batch"
+        );
+        assert!(may_start(1, SECOND_BATCH_MIN));
+        assert!(!may_start(IN_FLIGHT, MAX_BATCH));
     }
 
     #[test]
