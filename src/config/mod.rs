@@ -125,6 +125,7 @@ pub struct AmqpSettings {
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     pub events_exchange: String,
+    pub publish_accepted: bool,
     pub prefetch: u16,
     pub delivery_limit: u32,
     pub reconnect_max_delay_ms: u64,

@@ -94,6 +94,7 @@ pub struct Dispatcher {
     conversion: ConversionSettings,
     attempt_timeout: Duration,
     resend_in_doubt: bool,
+    publish_accepted: bool,
     store_gate: outage::StoreGate,
     shutdown: CancellationToken,
 }
@@ -121,6 +122,7 @@ impl Dispatcher {
             conversion: settings.conversion.clone(),
             attempt_timeout: Duration::from_millis(settings.retry.attempt_timeout_ms),
             resend_in_doubt: settings.delivery.resend_in_doubt,
+            publish_accepted: settings.amqp.publish_accepted,
             store_gate: outage::StoreGate::default(),
             shutdown: parts.shutdown,
         }
@@ -301,8 +303,7 @@ impl Dispatcher {
                 ..
             }) => {
                 if first == Claim::New {
-                    self.publish(&self.event(job, DeliveryState::Received))
-                        .await?;
+                    self.publish_accepted(job).await?;
                 }
                 if let Some(outcome) = self.refuse_before_sending(job, owner, hmac).await? {
                     return Ok(outcome);

@@ -66,8 +66,7 @@ impl Dispatcher {
             Opened::Exists => Ok(None),
             Opened::Refused(refusal) => {
                 drop(reservation);
-                self.publish(&self.event(job, DeliveryState::Received))
-                    .await?;
+                self.publish_accepted(job).await?;
                 self.conclude_refusal(job, owner, refusal).await.map(Some)
             }
             Opened::Started => {
@@ -93,9 +92,22 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Sends the `accepted` event, returning its pending confirm (`None` if it could not even
-    /// be sent: the job goes on, and its terminal event is what the broker must take).
+    /// Publishes the `accepted` event and waits for its confirm, unless it is turned off.
+    pub(super) async fn publish_accepted(&self, job: &Job) -> Result<(), Halt> {
+        if !self.publish_accepted {
+            return Ok(());
+        }
+        self.publish(&self.event(job, DeliveryState::Received))
+            .await
+    }
+
+    /// Sends the `accepted` event, returning its pending confirm (`None` if it is turned off or
+    /// could not even be sent: the job goes on, and its terminal event is what the broker must
+    /// take).
     async fn send_accepted(&self, job: &Job) -> Option<Pending> {
+        if !self.publish_accepted {
+            return None;
+        }
         match self
             .publisher
             .send_event(&self.event(job, DeliveryState::Received))
