@@ -237,3 +237,24 @@ pub fn fmt_pcts(sorted: &[u64]) -> String {
     let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
     format!("{:.1} / {:.1} / {:.1} ms", p(0.5), p(0.99), p(1.0))
 }
+
+/// Writes every job's times as CSV (µs since `started`, a wall-clock time, so that stalls can
+/// be matched against the broker's and the database's logs): publish, provider request,
+/// terminal event; 0 where it never happened.
+pub fn write_timeline(
+    path: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    timeline: &Timeline,
+    arrived: impl Fn(usize) -> u64,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# started {}", started.to_rfc3339())?;
+    writeln!(out, "job,published_us,provider_us,terminal_us")?;
+    for i in 0..timeline.published.len() {
+        let at = |v: &[AtomicU64]| v[i].load(Ordering::Relaxed);
+        let (p, d) = (at(&timeline.published), at(&timeline.done));
+        writeln!(out, "{i},{p},{},{d}", arrived(i))?;
+    }
+    out.flush()
+}

@@ -17,8 +17,9 @@
 //! and prints one table: throughput, latency percentiles publish → provider request and
 //! publish → terminal event for both runs, otpd's peak RSS and the ratio to the ceiling. Any
 //! `OTPD__` variable set for the bench reaches the child too (e.g. `OTPD__AMQP__PREFETCH`), and
-//! `BENCH_PG_QUERY` is appended to the measured database URLs (e.g. `sslmode=disable`). It
-//! removes its queues and database.
+//! `BENCH_PG_QUERY` is appended to the measured database URLs (e.g. `sslmode=disable`).
+//! `BENCH_TIMELINE=path.csv` writes every job's publish, provider and terminal times, to find
+//! when a stall happened. It removes its queues and database.
 
 mod ceiling;
 mod child;
@@ -74,6 +75,7 @@ async fn main() {
     let total = a.jobs + a.paced;
     let suffix = format!("{:x}", std::process::id());
     let start = Instant::now();
+    let started = chrono::Utc::now();
     let fake = fake::Fake::new(start, Duration::from_millis(a.delay_ms), total);
     let provider = fake::serve(fake.clone()).await;
     let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
@@ -133,6 +135,9 @@ async fn main() {
     let pcts = |range: std::ops::Range<usize>, at: &dyn Fn(usize) -> u64| {
         load::fmt_pcts(&load::latencies(&timeline, range, at))
     };
+    if let Ok(path) = std::env::var("BENCH_TIMELINE") {
+        load::write_timeline(&path, started, &timeline, arrived).expect("writing the timeline");
+    }
     let ceiling = broker_ceiling.min(insert_ceiling);
     println!(
         "\notpd benchmark: SMS jobs through the Twilio client, provider delay {} ms, prefetch {}, limits {}",
