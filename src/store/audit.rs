@@ -218,31 +218,7 @@ impl Store {
             .bind(CHAIN_LOCK)
             .execute(&mut *tx)
             .await?;
-        // The chain's prefix before the first event to keep: walked in chain order, so the
-        // query reads about as many seals as it will delete.
-        let (through,): (Option<i64>,) = sqlx::query_as(
-            "SELECT COALESCE((SELECT s.seq - 1 FROM audit_seals s JOIN delivery_events e ON e.id = s.event_id
-                               WHERE e.at >= $1 ORDER BY s.seq LIMIT 1),
-                             (SELECT max(seq) FROM audit_seals))",
-        )
-        .bind(older_than)
-        .fetch_one(&mut *tx)
-        .await?;
-        let through = through.unwrap_or(0);
-        let anchor: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT hash FROM audit_seals WHERE seq = $1")
-                .bind(through)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let events: i64 = sqlx::query_scalar(
-            "WITH seals AS (DELETE FROM audit_seals WHERE seq <= $1 RETURNING event_id),
-                  gone AS (DELETE FROM delivery_events e USING seals WHERE e.id = seals.event_id RETURNING 1)
-             SELECT count(*) FROM gone",
-        )
-        .bind(through)
-        .fetch_one(&mut *tx)
-        .await?;
-        let events = events as u64;
+        let (through, anchor, events) = remove_prefix(&mut tx, older_than).await?;
         // A delivery's receipt look-up row goes with it.
         let deliveries: i64 = sqlx::query_scalar(
             "WITH gone AS (DELETE FROM deliveries d
@@ -318,6 +294,38 @@ impl Store {
         .await?;
         Ok(last.unwrap_or((0, None)))
     }
+}
+
+/// Deletes the chain's prefix before the first event to keep (with its seals); returns the
+/// last removed place, its hash (the new anchor) and how many events went.
+async fn remove_prefix(
+    tx: &mut sqlx::PgConnection,
+    older_than: DateTime<Utc>,
+) -> Result<(i64, Option<(Vec<u8>,)>, u64), StoreError> {
+    // Walked in chain order, so the query reads about as many seals as it will delete.
+    let (through,): (Option<i64>,) = sqlx::query_as(
+        "SELECT COALESCE((SELECT s.seq - 1 FROM audit_seals s JOIN delivery_events e ON e.id = s.event_id
+                           WHERE e.at >= $1 ORDER BY s.seq LIMIT 1),
+                         (SELECT max(seq) FROM audit_seals))",
+    )
+    .bind(older_than)
+    .fetch_one(&mut *tx)
+    .await?;
+    let through = through.unwrap_or(0);
+    let anchor: Option<(Vec<u8>,)> = sqlx::query_as("SELECT hash FROM audit_seals WHERE seq = $1")
+        .bind(through)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let events: i64 = sqlx::query_scalar(
+        "WITH seals AS (DELETE FROM audit_seals WHERE seq <= $1 RETURNING event_id),
+              gone AS (DELETE FROM delivery_events e USING seals WHERE e.id = seals.event_id RETURNING 1)
+         SELECT count(*) FROM gone",
+    )
+    .bind(through)
+    .fetch_one(&mut *tx)
+    .await?;
+    let events = events as u64;
+    Ok((through, anchor, events))
 }
 
 /// The chain's head, or the genesis with the cursor before every event.
