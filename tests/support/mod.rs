@@ -70,7 +70,7 @@ pub fn test_settings(suffix: &str) -> Settings {
 impl TestApp {
     /// Starts otpd with the test settings changed by `overrides`.
     pub async fn spawn(overrides: impl Fn(&mut Settings) + Send + Sync + 'static) -> TestApp {
-        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let suffix = new_suffix();
         let overrides: Overrides = Box::new(overrides);
         let settings = settings_for(&suffix, &overrides);
         let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
@@ -374,6 +374,11 @@ async fn cleanup(suffix: &str) {
         let _ = conn.close(200, "cleanup".into()).await;
     }
     drop_database(suffix).await;
+}
+
+/// A fresh suffix for one test's database (`otpd_t_<suffix>`) and AMQP names.
+pub(crate) fn new_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 pub(crate) async fn drop_database(suffix: &str) {

@@ -1,6 +1,6 @@
 //! A database of its own for tests that drive migrations or the store without a daemon.
 
-use super::{drop_database, test_settings};
+use super::{drop_database, new_suffix, test_settings};
 use otpd::config::Settings;
 use sqlx::PgPool;
 
@@ -27,7 +27,7 @@ pub struct ScratchDb {
 impl ScratchDb {
     pub async fn create() -> ScratchDb {
         use sqlx::migrate::MigrateDatabase;
-        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let suffix = new_suffix();
         let settings = test_settings(&suffix);
         sqlx::Postgres::create_database(settings.database.url.expose())
             .await
