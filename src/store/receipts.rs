@@ -60,7 +60,7 @@ impl Store {
             }
             let known: Option<(String,)> = sqlx::query_as(
                 "SELECT d.state FROM provider_messages m JOIN deliveries d USING (challenge_id)
-              WHERE m.provider_message_id = $1 LIMIT 1",
+                  WHERE m.provider_message_id = $1 LIMIT 1",
             )
             .bind(provider_message_id)
             .fetch_optional(self.pool())
