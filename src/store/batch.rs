@@ -5,10 +5,10 @@
 //! round trip, a plan and a WAL flush each, and under a storm PostgreSQL spends its CPU on that
 //! overhead rather than on rows. A [`Batcher`] per kind of write takes each caller's request
 //! over a channel; one task gathers whatever requests are waiting, up to [`MAX_BATCH`], runs
-//! them as one statement over UNNEST'ed arrays and answers every caller. At most [`IN_FLIGHT`]
-//! batches of a kind run at once (the second only once a queue has formed), so the requests
-//! that arrive meanwhile form the next batch: there is no timer, a lone request costs one
-//! round trip as before, and under load hundreds share one.
+//! them as one statement over UNNEST'ed arrays and answers every caller. At most
+//! [`Op::IN_FLIGHT`] batches of a kind run at once (more than one only once a queue has
+//! formed), so the requests that arrive meanwhile form the next batch: there is no timer, a
+//! lone request costs one round trip as before, and under load hundreds share one.
 //!
 //! A batch never holds two requests for one challenge (a statement may change a row only
 //! once); the later one waits for the next batch. Requests are sorted by challenge so that
@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most requests in one statement: bounds the statement's size and a batch's latency.
 pub(super) const MAX_BATCH: usize = 512;
-/// Batches of one kind running at once (each on its own pooled connection).
+/// Batches of one kind running at once (each on its own pooled connection), unless the kind
+/// says otherwise.
 pub(super) const IN_FLIGHT: usize = 2;
 /// Requests waiting before a batch starts beside one already running.
 const SECOND_BATCH_MIN: usize = 32;
@@ -32,6 +33,11 @@ const SECOND_BATCH_MIN: usize = 32;
 /// One kind of write that can be batched.
 pub(super) trait Op: Send + Sync + Sized + 'static {
     type Output: Send + 'static;
+
+    /// Batches of this kind running at once. A kind whose statement is long (a transaction
+    /// of several round trips) needs more, or its batches queue while the database's CPUs
+    /// wait on the round trips.
+    const IN_FLIGHT: usize = IN_FLIGHT;
 
     /// The challenge the request writes to.
     fn key(&self) -> &str;
@@ -74,13 +80,13 @@ impl<O: Op> Batcher<O> {
     }
 }
 
-/// Gathers requests into batches and runs up to [`IN_FLIGHT`] at once.
+/// Gathers requests into batches and runs up to [`Op::IN_FLIGHT`] at once.
 async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<O>>) {
     let mut waiting: VecDeque<Request<O>> = VecDeque::new();
     let mut running = FuturesUnordered::new();
     let mut open = true;
     loop {
-        while may_start(running.len(), waiting.len()) {
+        while may_start(running.len(), waiting.len(), O::IN_FLIGHT) {
             running.push(execute(pool.clone(), take_batch(&mut waiting)));
         }
         if !open && running.is_empty() && waiting.is_empty() {
@@ -101,15 +107,15 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
     }
 }
 
-/// Whether to start a batch now, with `running` batches under way and `waiting` requests.
-/// The first starts at once; a second only for a queue worth it. At a modest rate a second
+/// Whether to start a batch now, with `running` of at most `in_flight` batches under way and
+/// `waiting` requests. The first starts at once; another only for a queue worth it. At a modest rate a second
 /// batch of one or two rows would cost a statement, a commit and a connection for no gain:
 /// those requests ride with the next batch a moment later instead, and PostgreSQL spends its
 /// CPU on rows rather than on statements (docs/performance.md).
-fn may_start(running: usize, waiting: usize) -> bool {
+fn may_start(running: usize, waiting: usize, in_flight: usize) -> bool {
     match running {
         0 => waiting > 0,
-        r if r < IN_FLIGHT => waiting >= SECOND_BATCH_MIN,
+        r if r < in_flight => waiting >= SECOND_BATCH_MIN,
         _ => false,
     }
 }
@@ -222,14 +228,16 @@ mod tests {
 
     #[test]
     fn a_second_batch_runs_beside_the_first_only_for_a_queue() {
-        assert!(!may_start(0, 0));
-        assert!(may_start(0, 1), "a lone request goes at once");
+        assert!(!may_start(0, 0, 2));
+        assert!(may_start(0, 1, 2), "a lone request goes at once");
         assert!(
-            !may_start(1, SECOND_BATCH_MIN - 1),
+            !may_start(1, SECOND_BATCH_MIN - 1, 2),
             "a few wait for the next batch"
         );
-        assert!(may_start(1, SECOND_BATCH_MIN));
-        assert!(!may_start(IN_FLIGHT, MAX_BATCH));
+        assert!(may_start(1, SECOND_BATCH_MIN, 2));
+        assert!(!may_start(2, MAX_BATCH, 2));
+        assert!(may_start(3, SECOND_BATCH_MIN, 4), "a kind may allow more");
+        assert!(!may_start(4, MAX_BATCH, 4));
     }
 
     #[test]
