@@ -61,16 +61,17 @@ pub(super) struct AdmitOp {
     pub decide: Decide,
 }
 
+/// A locked counter, or (with no rule, last) the database's clock read after the locks.
 #[derive(sqlx::FromRow)]
 struct Row {
-    rule: String,
-    key: String,
+    rule: Option<String>,
+    key: Option<String>,
     tat: Option<DateTime<Utc>>,
     hour_start: Option<DateTime<Utc>>,
     hour_used: i64,
     day_start: Option<DateTime<Utc>>,
     day_used: i64,
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
 }
 
 pub(super) type Key = (String, String);
@@ -129,9 +130,9 @@ impl Op for AdmitOp {
     async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<Admission>, StoreError> {
         loop {
             let mut tx = pool.begin().await?;
-            let (owned, clock) = lock_owned(&mut tx, batch).await?;
+            let owned = lock_owned(&mut tx, batch).await?;
             let jobs = batch.iter().filter(|o| owned.contains(&o.challenge_id));
-            let mut ledger = Ledger::lock(&mut tx, jobs.flat_map(|o| &o.keys), clock).await?;
+            let mut ledger = Ledger::lock(&mut tx, jobs.flat_map(|o| &o.keys)).await?;
             let mut outputs = Vec::with_capacity(batch.len());
             let mut admitted: Vec<&str> = Vec::new();
             for op in batch {
@@ -171,14 +172,13 @@ impl Op for AdmitOp {
     }
 }
 
-/// The batch's challenges that are still owned by the token their caller holds, locked, and
-/// the database's clock.
+/// The batch's challenges that are still owned by the token their caller holds, locked.
 async fn lock_owned(
     tx: &mut sqlx::PgConnection,
     batch: &[&AdmitOp],
-) -> Result<(HashSet<String>, Option<DateTime<Utc>>), StoreError> {
-    let owned: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT d.challenge_id, clock_timestamp() FROM deliveries d
+) -> Result<HashSet<String>, StoreError> {
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT d.challenge_id FROM deliveries d
            JOIN UNNEST($1::text[], $2::int8[]) AS t(id, token)
              ON d.challenge_id = t.id AND d.lease_token = t.token
           ORDER BY d.challenge_id
@@ -193,8 +193,7 @@ async fn lock_owned(
     .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let clock = owned.first().map(|(_, at)| *at);
-    Ok((owned.into_iter().map(|(id, _)| id).collect(), clock))
+    Ok(owned.into_iter().collect())
 }
 
 /// The counters a batch takes, within its transaction: the existing ones locked, the missing
@@ -210,38 +209,33 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Locks the existing counters among `keys` (in key order, so that concurrent batches
-    /// cannot deadlock) and reads the database's clock after the locks; `clock` is the
-    /// database's clock read earlier in the transaction, for when there is nothing to lock.
+    /// cannot deadlock) and reads the database's clock after the locks, in one round trip.
     pub async fn lock<'k>(
         tx: &mut sqlx::PgConnection,
         keys: impl Iterator<Item = &'k Key>,
-        clock: Option<DateTime<Utc>>,
     ) -> Result<Ledger, StoreError> {
         let mut keys: Vec<&Key> = keys.collect();
         keys.sort();
         keys.dedup();
-        let rows: Vec<Row> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            let (rules, names): (Vec<&str>, Vec<&str>) =
-                keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
-            sqlx::query_as(
-                "SELECT c.rule, c.key, tat, hour_start, hour_used, day_start, day_used, clock_timestamp() AS now
-                   FROM limit_counters c JOIN UNNEST($1::text[], $2::text[]) AS k(rule, key)
-                     ON c.rule = k.rule AND c.key = k.key
-                  ORDER BY c.rule, c.key
-                    FOR UPDATE OF c",
-            )
-            .bind(&rules)
-            .bind(&names)
-            .fetch_all(&mut *tx)
-            .await?
-        };
-        let now = rows
-            .first()
-            .map(|r| r.now)
-            .or(clock)
-            .unwrap_or_else(Utc::now);
+        let (rules, names): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|k| (k.0.as_str(), k.1.as_str())).unzip();
+        // UNION ALL reads its branches in order: the clock row comes after every lock.
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH locked AS (
+               SELECT c.rule, c.key, tat, hour_start, hour_used, day_start, day_used
+                 FROM limit_counters c JOIN UNNEST($1::text[], $2::text[]) AS k(rule, key)
+                   ON c.rule = k.rule AND c.key = k.key
+                ORDER BY c.rule, c.key
+                  FOR UPDATE OF c)
+             SELECT *, NULL::timestamptz AS now FROM locked
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, 0, NULL, 0, clock_timestamp()",
+        )
+        .bind(&rules)
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = rows.iter().find_map(|r| r.now).unwrap_or_else(Utc::now);
         let mut ledger = Ledger {
             counters: HashMap::with_capacity(keys.len()),
             existing: HashSet::with_capacity(rows.len()),
@@ -249,7 +243,10 @@ impl Ledger {
             now,
         };
         for r in rows {
-            let key = (r.rule, r.key);
+            let (Some(rule), Some(key)) = (r.rule, r.key) else {
+                continue;
+            };
+            let key = (rule, key);
             let counter = Counter {
                 tat: r.tat,
                 hour_start: r.hour_start,

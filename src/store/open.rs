@@ -1,12 +1,18 @@
 //! The fast path of a new challenge: claim, admission and the start of its first attempt in
 //! one batched transaction (see `batch.rs`), instead of three.
 //!
-//! For each job of the batch: insert the challenge leased to its worker (a challenge that
-//! already exists is left alone and answered [`Opened::Exists`]: its worker takes the slow
-//! path, which knows takeovers and duplicates); judge its limits on the batch's [`Ledger`];
-//! mark the admitted ones `sending` with their first attempt. A refused job stays `received`
-//! and leased, for its worker to conclude. The audit events are the ones the slow path writes:
-//! `received` for every new challenge, then `sending` for every started attempt.
+//! One transaction per batch, of four round trips: BEGIN; lock the counters the batch takes
+//! and read the database's clock; judge each job's limits on the batch's [`Ledger`], in
+//! Rust; one statement that writes the counters and inserts every challenge in its final
+//! state, leased to its worker (`sending` with its first attempt if admitted, `received` if
+//! refused, for its worker to conclude); COMMIT. The audit events are the ones the slow path
+//! writes: `received` for every new challenge, then `sending` for every started attempt.
+//!
+//! A challenge already recorded (or recorded by another batch meanwhile: the insert waits
+//! for that batch's commit) is not inserted. The transaction is then rolled back and the
+//! batch decided again without it, since its counters must not be taken; it is answered
+//! [`Opened::Exists`] and its worker takes the slow path, which knows takeovers and
+//! duplicates.
 
 use super::admission::{Decide, Key, Ledger, bind_counters, counter_writes};
 use super::batch::Op;
@@ -102,39 +108,64 @@ impl Op for OpenOp {
         if batch.iter().all(|o| o.keys.is_empty()) {
             return open_unlimited(pool, batch).await;
         }
+        // Challenges an earlier try found already recorded.
+        let mut exists: HashSet<&str> = HashSet::new();
         loop {
+            let fresh: Vec<&OpenOp> = batch
+                .iter()
+                .copied()
+                .filter(|o| !exists.contains(o.challenge_id.as_str()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(batch.iter().map(|_| Opened::Exists).collect());
+            }
             let mut tx = pool.begin().await?;
-            let (new, clock) = insert(&mut tx, batch).await?;
-            let fresh = batch.iter().filter(|o| new.contains(&o.challenge_id));
-            let mut ledger = Ledger::lock(&mut tx, fresh.flat_map(|o| &o.keys), clock).await?;
-            let mut outputs = Vec::with_capacity(batch.len());
-            let mut started: Vec<&OpenOp> = Vec::new();
-            for op in batch {
-                if !new.contains(&op.challenge_id) {
-                    outputs.push(Opened::Exists);
-                    continue;
-                }
-                match ledger.judge(&op.keys, &op.decide) {
-                    Ok(()) => {
-                        started.push(op);
-                        outputs.push(Opened::Started);
-                    }
-                    Err(refusal) => outputs.push(Opened::Refused(refusal)),
-                }
-            }
-            if new.is_empty() || write(&mut tx, batch, &new, &started, &ledger).await? {
+            let mut ledger = Ledger::lock(&mut tx, fresh.iter().flat_map(|o| &o.keys)).await?;
+            let verdicts: Vec<Result<(), Refusal>> = fresh
+                .iter()
+                .map(|o| ledger.judge(&o.keys, &o.decide))
+                .collect();
+            let written = write(&mut tx, &fresh, &verdicts, &ledger).await?;
+            if written.counters_complete && written.inserted.len() == fresh.len() {
                 tx.commit().await?;
-                return Ok(outputs);
+                return Ok(outputs(batch, &exists, verdicts));
             }
-            // Another batch created one of our new counters first: decide again on it.
+            // Another batch created one of our new counters first, or one of the challenges
+            // was recorded meanwhile: decide again, without the recorded ones.
             tx.rollback().await?;
+            for o in &fresh {
+                if !written.inserted.contains(&o.challenge_id) {
+                    exists.insert(&o.challenge_id);
+                }
+            }
         }
     }
 }
 
-/// Binds a batch's challenges as $1..$13 of an insert into `deliveries` that unnests them as
-/// t(id, account, channel, masked, hmac, locale, template, expires, lease, token, country,
-/// prefix, provider).
+/// Each request's answer, in order: the fresh ones' verdicts, in order, and `Exists` for the
+/// others.
+fn outputs(
+    batch: &[&OpenOp],
+    exists: &HashSet<&str>,
+    verdicts: Vec<Result<(), Refusal>>,
+) -> Vec<Opened> {
+    let mut verdicts = verdicts.into_iter();
+    batch
+        .iter()
+        .map(|o| match exists.contains(o.challenge_id.as_str()) {
+            true => Opened::Exists,
+            false => match verdicts.next() {
+                Some(Ok(())) => Opened::Started,
+                Some(Err(refusal)) => Opened::Refused(refusal),
+                None => Opened::Exists,
+            },
+        })
+        .collect()
+}
+
+/// Binds a batch's challenges as the next 13 parameters ($1..$13 in `challenges!`) of an
+/// insert into `deliveries` that unnests them as t(id, account, channel, masked, hmac,
+/// locale, template, expires, lease, token, country, prefix, provider).
 macro_rules! bind_challenges {
     ($query:expr, $batch:expr) => {{
         let batch: &[&OpenOp] = $batch;
@@ -208,85 +239,66 @@ async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>,
         .collect())
 }
 
-/// Inserts the challenges not yet recorded, `received` and leased; returns their ids and the
-/// database's clock.
-async fn insert(
-    tx: &mut sqlx::PgConnection,
-    batch: &[&OpenOp],
-) -> Result<(HashSet<String>, Option<DateTime<Utc>>), StoreError> {
-    let rows: Vec<(String, DateTime<Utc>)> = bind_challenges!(
-        sqlx::query_as(concat!(
-            "INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
-                                     locale, template, expires_at, state, lease_until, lease_token, country, prefix)
-             SELECT id, account, channel, masked, hmac, locale, template, expires, 'received',
-                    now() + make_interval(secs => lease), token, country, prefix
-               FROM ",
-            challenges!(),
-            "
-             ON CONFLICT (challenge_id) DO NOTHING
-             RETURNING challenge_id, clock_timestamp()"
-        )),
-        batch
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let clock = rows.first().map(|(_, at)| *at);
-    Ok((rows.into_iter().map(|(id, _)| id).collect(), clock))
+/// What [`write`] did, for the caller to commit or roll back.
+struct Written {
+    /// Every new counter was inserted (none was created by another batch first).
+    counters_complete: bool,
+    /// The challenges inserted; the others were already recorded.
+    inserted: HashSet<String>,
 }
 
-/// One statement for the rest: the counters, attempt 1 of the admitted challenges, and the
-/// audit events of every new one (`received`, then `sending` where an attempt started).
-/// Returns false if another batch created one of the new counters first.
+/// One statement for everything: the counters, and every challenge inserted as it ends up,
+/// `sending` with attempt 1 if admitted (`verdicts`, in the order of `fresh`) or `received`
+/// and leased if refused, with their audit events (`received`, then `sending` where an
+/// attempt started). Writing each row once, in its final state, spares an update of every
+/// new delivery.
 async fn write(
     tx: &mut sqlx::PgConnection,
-    batch: &[&OpenOp],
-    new: &HashSet<String>,
-    started: &[&OpenOp],
+    fresh: &[&OpenOp],
+    verdicts: &[Result<(), Refusal>],
     ledger: &Ledger,
-) -> Result<bool, StoreError> {
-    let mut ids: Vec<&str> = Vec::with_capacity(new.len() + started.len());
-    let mut states: Vec<&str> = Vec::with_capacity(ids.capacity());
-    let mut attempts: Vec<Option<i32>> = Vec::with_capacity(ids.capacity());
-    let mut providers: Vec<Option<&str>> = Vec::with_capacity(ids.capacity());
-    for o in batch.iter().filter(|o| new.contains(&o.challenge_id)) {
-        ids.push(&o.challenge_id);
-        states.push("received");
-        attempts.push(None);
-        providers.push(None);
-    }
-    for o in started {
-        ids.push(&o.challenge_id);
-        states.push("sending");
-        attempts.push(Some(1));
-        providers.push(Some(&o.provider));
-    }
+) -> Result<Written, StoreError> {
     let writes = ledger.writes();
     let expected = writes.new.rules.len() as i64;
-    let inserted: i64 = bind_counters!(
-        sqlx::query_scalar(concat!(
-            counter_writes!(),
-            ",
-             st AS (UPDATE deliveries
-                       SET state = 'sending', attempt = 1, provider = t.provider, admitted = true,
-                           call_started_at = now(), updated_at = now()
-                      FROM UNNEST($15::text[], $16::text[]) AS t(id, provider)
-                     WHERE deliveries.challenge_id = t.id),
-             ev AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
-                    SELECT id, 'state', state, attempt, provider
-                      FROM UNNEST($17::text[], $18::text[], $19::int4[], $20::text[]) WITH ORDINALITY
-                           AS e(id, state, attempt, provider, n)
-                     ORDER BY n)
-             SELECT count(*) FROM ci"
-        )),
-        writes
+    let admitted: Vec<bool> = verdicts.iter().map(Result::is_ok).collect();
+    let (inserted_counters, inserted): (i64, Vec<String>) = bind_challenges!(
+        bind_counters!(
+            sqlx::query_as(concat!(
+                counter_writes!(),
+                ",
+                 d AS (INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked,
+                                               destination_hmac, locale, template, expires_at, state,
+                                               attempt, provider, admitted, call_started_at, lease_until,
+                                               lease_token, country, prefix)
+                       SELECT id, account, channel, masked, hmac, locale, template, expires,
+                              CASE WHEN go THEN 'sending' ELSE 'received' END, CASE WHEN go THEN 1 ELSE 0 END,
+                              CASE WHEN go THEN provider END, go, CASE WHEN go THEN now() END,
+                              now() + make_interval(secs => lease), token, country, prefix
+                         FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[],
+                                     $20::text[], $21::text[], $22::timestamptz[], $23::float8[], $24::int8[],
+                                     $25::text[], $26::text[], $27::text[], $28::bool[])
+                              AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token,
+                                   country, prefix, provider, go)
+                       ON CONFLICT (challenge_id) DO NOTHING
+                       RETURNING challenge_id, state, provider),
+                 ev AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
+                        SELECT d.challenge_id, 'state', s.state, s.attempt, s.provider
+                          FROM d CROSS JOIN LATERAL (VALUES (1, 'received', NULL::int4, NULL::text),
+                                                            (2, 'sending', 1, d.provider))
+                                                    AS s(n, state, attempt, provider)
+                         WHERE s.n = 1 OR d.state = 'sending'
+                         ORDER BY d.challenge_id, s.n)
+                 SELECT (SELECT count(*) FROM ci), ARRAY(SELECT challenge_id FROM d)"
+            )),
+            writes
+        ),
+        fresh
     )
-    .bind(started.iter().map(|o| o.challenge_id.as_str()).collect::<Vec<_>>())
-    .bind(started.iter().map(|o| o.provider.as_str()).collect::<Vec<_>>())
-    .bind(ids)
-    .bind(states)
-    .bind(attempts)
-    .bind(providers)
+    .bind(admitted)
     .fetch_one(&mut *tx)
     .await?;
-    Ok(inserted == expected)
+    Ok(Written {
+        counters_complete: inserted_counters == expected,
+        inserted: inserted.into_iter().collect(),
+    })
 }
