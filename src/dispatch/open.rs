@@ -13,6 +13,7 @@ use super::deliver::{Progress, Started};
 use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
 use crate::domain::{DeliveryState, Job};
 use crate::events::Pending;
+use crate::limits::Refusal;
 use crate::providers::Pick;
 use crate::render::Message;
 use crate::store::{FirstAttempt, NewDelivery, Opened, Owner};
@@ -66,8 +67,7 @@ impl Dispatcher {
             Opened::Exists => Ok(None),
             Opened::Refused(refusal) => {
                 drop(reservation);
-                self.publish_accepted(job).await?;
-                self.conclude_refusal(job, owner, refusal).await.map(Some)
+                Box::pin(self.refused(job, owner, refusal)).await.map(Some)
             }
             Opened::Started => {
                 // Not awaited before the call: the attempt is recorded as begun, and a broker
@@ -79,7 +79,10 @@ impl Dispatcher {
                     avoid: None,
                 };
                 let started = Started { index, reservation };
-                let outcome = self.deliver(job, message, owner, p, Some(started)).await?;
+                // Boxed: under load a job waits on its opening far longer than it delivers, and
+                // an inline delivery would size every waiting job's task for the provider call
+                // (8,232 bytes per task, 5,016 with both boxes; docs/performance.md).
+                let outcome = Box::pin(self.deliver(job, message, owner, p, Some(started))).await?;
                 if let Some(accepted) = accepted
                     && let Err(e) = accepted.confirmed().await
                 {
@@ -92,6 +95,17 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Concludes a job that a limit refused at its opening.
+    async fn refused(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        refusal: Refusal,
+    ) -> Result<Outcome, Halt> {
+        self.publish_accepted(job).await?;
+        self.conclude_refusal(job, owner, refusal).await
+    }
+
     /// Publishes the `accepted` event and waits for its confirm, unless it is turned off.
     pub(super) async fn publish_accepted(&self, job: &Job) -> Result<(), Halt> {
         if !self.publish_accepted {
