@@ -108,10 +108,10 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
 }
 
 /// Whether to start a batch now, with `running` of at most `in_flight` batches under way and
-/// `waiting` requests. The first starts at once; another only for a queue worth it. At a modest rate a second
-/// batch of one or two rows would cost a statement, a commit and a connection for no gain:
-/// those requests ride with the next batch a moment later instead, and PostgreSQL spends its
-/// CPU on rows rather than on statements (docs/performance.md).
+/// `waiting` requests. The first starts at once; another only for a queue worth it. At a
+/// modest rate a second batch of one or two rows would cost a statement, a commit and a
+/// connection for no gain: those requests ride with the next batch a moment later instead,
+/// and PostgreSQL spends its CPU on rows rather than on statements (docs/performance.md).
 fn may_start(running: usize, waiting: usize, in_flight: usize) -> bool {
     match running {
         0 => waiting > 0,

@@ -95,7 +95,7 @@ pub(super) struct OpenOp {
 
 impl Op for OpenOp {
     type Output = Opened;
-    // The longest write of a job (five round trips with limits on): at two, a storm's open
+    // The longest write of a job (four round trips with limits on): at two, a storm's open
     // batches queued behind each other while PostgreSQL's CPUs had time to spare
     // (docs/performance.md).
     const IN_FLIGHT: usize = 4;
