@@ -8,16 +8,12 @@ use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use serde_json::Value;
-use support::{Signal, TestApp, id, job, twilio};
+use support::{Signal, TestApp, created, id, job, twilio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
-
-fn created(sid: &str) -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sid, "status": "queued" }))
-}
 
 fn form(request: &Request) -> std::collections::HashMap<String, String> {
     url::form_urlencoded::parse(&request.body)

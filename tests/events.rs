@@ -4,14 +4,14 @@
 mod support;
 
 use serde_json::Value;
-use support::{TestApp, id, job, twilio};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use support::{TestApp, created, id, job, twilio};
+use wiremock::{Mock, MockServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_accepted_events_the_first_event_is_the_terminal_one() {
     let server = MockServer::start().await;
     Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": "SM1" })))
+        .respond_with(created("SM1"))
         .mount(&server)
         .await;
     let with_twilio = twilio(&server);

@@ -7,7 +7,7 @@ use otpd::config::Settings;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
-use support::{TestApp, id, job};
+use support::{TestApp, created, id, job};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -48,10 +48,6 @@ async fn twilio_answering(sid: &str, response: ResponseTemplate) -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-fn created(sid: &str) -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sid, "status": "queued" }))
 }
 
 fn twilio_error(status: u16, code: u32) -> ResponseTemplate {

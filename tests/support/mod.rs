@@ -404,6 +404,12 @@ pub fn twilio(server: &wiremock::MockServer) -> impl Fn(&mut Settings) + Send + 
     }
 }
 
+/// The fake Twilio's answer to a message or call it accepted, with `sid` as its id.
+pub fn created(sid: &str) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(201)
+        .set_body_json(serde_json::json!({ "sid": sid, "status": "queued" }))
+}
+
 /// A fake provider's answer that also signals when each request arrived.
 pub struct Signal(
     pub tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
