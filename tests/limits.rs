@@ -354,14 +354,17 @@ async fn a_paced_provider_starts_no_more_calls_per_second_than_configured() {
     let events = terminal_states(&mut app, &jobs.iter().map(id).collect::<Vec<_>>()).await;
     assert_eq!(count(&events, "sent"), 6);
     // 2 per second with a burst of 2: the last four calls start at least 0.5 s apart, so the
-    // sixth comes at least 2 s after the first. A lower bound: a slow machine only adds to it.
+    // sixth is let through at least 2 s after the first. What the fake sees is each call's
+    // arrival, which can lag its admission on a loaded machine (two full test runs beside a
+    // release build measured a span under 1.9 s), so the bound leaves 0.5 s for that; it
+    // still tells 2 per second from 3 (1.33 s) and from no pacing at all (~0 s).
     let mut arrivals = Vec::new();
     while let Ok(at) = stamps.try_recv() {
         arrivals.push(at);
     }
     assert_eq!(arrivals.len(), 6);
     let span = arrivals[5] - arrivals[0];
-    assert!(span >= std::time::Duration::from_millis(1900), "{span:?}");
+    assert!(span >= std::time::Duration::from_millis(1500), "{span:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
