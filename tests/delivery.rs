@@ -151,7 +151,7 @@ async fn an_email_job_is_delivered_over_smtp_as_text_and_html() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn republished_and_redelivered_jobs_are_not_sent_twice() {
+async fn republished_and_redelivered_jobs_are_not_sent_twice_and_redeliveries_republish() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES))
@@ -207,6 +207,26 @@ async fn republished_and_redelivered_jobs_are_not_sent_twice() {
     .await
     .unwrap();
     assert_eq!(duplicates, 2);
+
+    // The identity service's copy found the event published and sent none. The redelivered
+    // copy may be the one whose first delivery committed and died before its event, so it
+    // publishes the event again. A later job's terminal event closes the count.
+    let marker = support::job("sms", "+14155550124", "246802");
+    app.publish(&marker).await;
+    let mut sent_events = 0;
+    loop {
+        let event = app.event_where(|key, _| key.starts_with("delivery.")).await;
+        if event["challenge_id"] == id(&marker) && event["state"] == "sent" {
+            break;
+        }
+        if event["challenge_id"] == id(&job) && event["state"] == "sent" {
+            sent_events += 1;
+        }
+    }
+    assert_eq!(
+        sent_events, 2,
+        "the first delivery's event and the redelivery's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

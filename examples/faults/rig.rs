@@ -282,27 +282,28 @@ impl Rig {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Challenges in a terminal state, and those whose terminal event is confirmed.
-    pub async fn finished(&self) -> Option<(i64, i64)> {
-        sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state IN ('sent','failed','expired','rate_limited','rejected')),
-                    count(*) FILTER (WHERE state IN ('sent','failed','expired','rate_limited','rejected') AND event_published)
-               FROM deliveries",
+    /// Challenges in a terminal state (committed; their events are confirmed before their
+    /// jobs are acked).
+    pub async fn finished(&self) -> Option<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries
+              WHERE state IN ('sent','failed','expired','rate_limited','rejected')",
         )
         .fetch_one(&self.db)
         .await
         .ok()
     }
 
-    /// Waits (polling, bounded by `limit`) until `n` challenges are finished with their events
-    /// confirmed and the jobs queue is empty, i.e. every copy was acked.
+    /// Waits (polling, bounded by `limit`) until `n` challenges are finished and the jobs queue
+    /// is empty (its count includes unacked messages): every copy was acked, so every terminal
+    /// event was confirmed.
     pub async fn wait_done(&mut self, n: i64, limit: Duration) -> Result<Duration, String> {
         let t0 = Instant::now();
         while t0.elapsed() < limit {
             if let Some(status) = self.exited() {
                 return Err(format!("otpd exited by itself: {status}"));
             }
-            let done = matches!(self.finished().await, Some((_, p)) if p >= n);
+            let done = matches!(self.finished().await, Some(f) if f >= n);
             if done && queue_depth(self.jobs_queue()).await == Some(0) {
                 return Ok(t0.elapsed());
             }
@@ -310,7 +311,7 @@ impl Rig {
         }
         let finished = self.finished().await;
         Err(format!(
-            "not done after {limit:?}: finished/confirmed {finished:?} of {n}"
+            "not done after {limit:?}: finished {finished:?} of {n}"
         ))
     }
 
@@ -318,7 +319,7 @@ impl Rig {
     pub async fn wait_finished(&self, n: i64, limit: Duration) -> Result<(), String> {
         let t0 = Instant::now();
         while t0.elapsed() < limit {
-            if matches!(self.finished().await, Some((f, _)) if f >= n) {
+            if matches!(self.finished().await, Some(f) if f >= n) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

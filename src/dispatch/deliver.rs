@@ -299,7 +299,9 @@ impl Dispatcher {
             .await
     }
 
-    /// Commits a terminal state, then publishes its event, then notes the event as published.
+    /// Commits a terminal state, then publishes its event. The commit also notes the event as
+    /// published: until the broker confirms it, this job's message stays unacked, so if the
+    /// publish never happens the message comes back redelivered and its copy publishes it.
     pub(super) async fn conclude(
         &self,
         job: &Job,
@@ -331,10 +333,6 @@ impl Dispatcher {
         event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
         event.in_doubt = f.in_doubt;
         self.publish(&event).await?;
-        // Awaited, not queued: a mark lost in an outage would leave the row saying its event
-        // was never confirmed.
-        self.persist(|| self.store.mark_event_published(owner.id))
-            .await?;
         Ok(Outcome::Finished(f.state))
     }
 }

@@ -19,6 +19,10 @@ pub struct Inbound<'a> {
     pub signature: Option<&'a str>,
     /// The AMQP `type` property: absent (or anything else) for a job, "verified" for feedback.
     pub kind: Option<&'a str>,
+    /// The broker delivered this message before, and it was not acked: if its challenge turns
+    /// out finished, that earlier delivery may have committed the outcome and died before
+    /// publishing the event, so the event is published again.
+    pub redelivered: bool,
 }
 
 #[derive(Deserialize)]

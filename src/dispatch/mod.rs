@@ -171,7 +171,7 @@ impl Dispatcher {
                     return Box::pin(self.reject(r, &job.metadata)).await;
                 }
             };
-            match self.process_valid(&job, &message).await {
+            match self.process_valid(&job, &message, m.redelivered).await {
                 Some(outcome) => {
                     tracing::debug!(?outcome, "job done");
                     Disposition::Ack(outcome)
@@ -223,7 +223,9 @@ impl Dispatcher {
     }
 
     /// Claims the challenge and works it to an outcome; `None` if interrupted.
-    async fn process_valid(&self, job: &Job, message: &Message) -> Option<Outcome> {
+    /// `owed`: this message may be the one whose delivery committed the outcome without
+    /// publishing its event (see `duplicate`).
+    async fn process_valid(&self, job: &Job, message: &Message, mut owed: bool) -> Option<Outcome> {
         let id = job.challenge_id.as_str();
         let hmac = self.store.destination_hmac(job.to.expose());
         let masked = job.to.masked();
@@ -253,12 +255,15 @@ impl Dispatcher {
             };
             let result = match opened {
                 Ok(Some(outcome)) => Ok(outcome),
-                Ok(None) => Box::pin(self.claim_and_work(job, message, &new, owner)).await,
+                Ok(None) => Box::pin(self.claim_and_work(job, message, &new, owner, owed)).await,
                 Err(halt) => Err(halt),
             };
             match result {
                 Ok(outcome) => return Some(outcome),
                 Err(Halt::LeaseLost) => {
+                    // This task's own terminal commit may have gone through with its answer
+                    // lost; if so, the event is this task's to publish.
+                    owed = true;
                     tracing::info!("lost the lease on the challenge; claiming it again");
                 }
                 Err(Halt::Interrupted) => {
@@ -279,10 +284,15 @@ impl Dispatcher {
         message: &Message,
         new: &NewDelivery<'_>,
         owner: Owner<'_>,
+        owed: bool,
     ) -> Result<Outcome, Halt> {
-        let claim = self.claim(new, owner.token).await?;
-        self.work(job, message, new.destination_hmac, owner, claim)
-            .await
+        match self.claim(new, owner.token).await? {
+            Claim::Done { state, row } => self.duplicate(job, state, &row, owed).await,
+            claim => {
+                self.work(job, message, new.destination_hmac, owner, claim)
+                    .await
+            }
+        }
     }
 
     async fn work(
@@ -330,9 +340,9 @@ impl Dispatcher {
                     avoid: None,
                 }
             }
-            Claim::Done { state, row } => return self.duplicate(job, state, &row).await,
-            // `claim` waits until the challenge is no longer busy, so this arm is never taken.
-            Claim::Busy { .. } => return Err(Halt::LeaseLost),
+            // `claim_and_work` handles a finished challenge, and `claim` waits until the
+            // challenge is no longer busy, so these arms are never taken.
+            Claim::Done { .. } | Claim::Busy { .. } => return Err(Halt::LeaseLost),
         };
         self.deliver(job, message, owner, progress, None).await
     }
@@ -355,13 +365,16 @@ impl Dispatcher {
         }
     }
 
-    /// A job for a challenge that already finished: never sent again. If its terminal event
-    /// was never confirmed (a crash between commit and publish), it is published now.
+    /// A job for a challenge that already finished: never sent again. Its terminal event is
+    /// published again if this message may be the one that committed it (`owed`: a
+    /// redelivery, or a retry after this task's own commit lost its answer), or if the row is
+    /// older than the rule that the commit implies the event.
     async fn duplicate(
         &self,
         job: &Job,
         state: DeliveryState,
         row: &Recorded,
+        owed: bool,
     ) -> Result<Outcome, Halt> {
         tracing::info!(%state, "duplicate job for a finished challenge; not sent again");
         self.persist(|| self.store.record_duplicate(job.challenge_id.as_str()))
@@ -372,7 +385,7 @@ impl Dispatcher {
                 channel: job.channel.as_str(),
             })
             .inc();
-        if !row.event_published {
+        if owed || !row.event_published {
             let mut event = self.event(job, state);
             event.attempt = row.attempt;
             event.provider = row.provider.as_deref();
@@ -383,8 +396,6 @@ impl Dispatcher {
             event.retry_after_secs = row.retry_at.map(retry_after_secs);
             event.in_doubt = row.in_doubt;
             self.publish(&event).await?;
-            self.persist(|| self.store.mark_event_published(job.challenge_id.as_str()))
-                .await?;
         }
         Ok(Outcome::Duplicate(state))
     }

@@ -207,6 +207,7 @@ impl Intake {
             body: &delivery.data,
             signature: signature.as_deref(),
             kind: delivery.properties.kind().as_ref().map(|k| k.as_str()),
+            redelivered: delivery.redelivered,
         };
         let processed = self.dispatcher.process(inbound).await;
         let handled = match processed.disposition {

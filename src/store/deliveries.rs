@@ -1,6 +1,6 @@
 //! Queries on `deliveries` and `delivery_events`.
 
-use super::writes::{ClaimOp, FinishOp, PublishedOp, StartOp};
+use super::writes::{ClaimOp, FinishOp, StartOp};
 use super::{Store, StoreError};
 use crate::domain::{ChallengeId, DeliveryState};
 use chrono::{DateTime, Utc};
@@ -51,6 +51,10 @@ pub struct Recorded {
     pub provider_message_id: Option<String>,
     pub reason: Option<String>,
     pub detail: Option<String>,
+    /// Set by the terminal commit itself: the job that committed it publishes the event before
+    /// its message is acked, and if it never gets there the broker redelivers that message,
+    /// whose copy publishes it again. False only on rows from before that rule, whose event
+    /// may never have been confirmed.
     pub event_published: bool,
     pub lease_until: Option<DateTime<Utc>>,
     /// Some provider call for this challenge was in doubt.
@@ -237,7 +241,8 @@ impl Store {
     pub async fn record_rejection(&self, r: &Rejected<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO deliveries (challenge_id, state, reason, detail) VALUES ($1, 'rejected', $2, $3)
+            "INSERT INTO deliveries (challenge_id, state, reason, detail, event_published)
+             VALUES ($1, 'rejected', $2, $3, true)
              ON CONFLICT (challenge_id) DO NOTHING",
         )
         .bind(r.challenge_id.as_str())
@@ -276,13 +281,5 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// The broker confirmed the terminal status event. Batched with other jobs' marks.
-    pub async fn mark_event_published(&self, id: &str) -> Result<(), StoreError> {
-        let op = PublishedOp {
-            challenge_id: id.to_string(),
-        };
-        self.writes.published.submit(op).await
     }
 }

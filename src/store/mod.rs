@@ -33,7 +33,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
-use writes::{ClaimOp, FinishOp, PublishedOp, StartOp};
+use writes::{ClaimOp, FinishOp, StartOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,7 +91,6 @@ struct Writes {
     admit: Batcher<admission::AdmitOp>,
     start: Batcher<StartOp>,
     finish: Batcher<FinishOp>,
-    published: Batcher<PublishedOp>,
 }
 
 impl Store {
@@ -109,7 +108,6 @@ impl Store {
             admit: Batcher::start(pool.clone()),
             start: Batcher::start(pool.clone()),
             finish: Batcher::start(pool.clone()),
-            published: Batcher::start(pool.clone()),
         });
         Ok(Store {
             pool,

@@ -1,5 +1,5 @@
 //! The hot writes of every job, as batched statements (see `batch.rs`): the claim, the start
-//! of an attempt, the terminal commit and the note that the terminal event was published.
+//! of an attempt and the terminal commit.
 //! Each takes UNNEST'ed arrays, one element per job, and does for every job exactly what the
 //! single-row statement did: the same rows, the same audit events, the same fencing.
 
@@ -233,6 +233,7 @@ impl Op for FinishOp {
                                provider_message_id = t.message_id, reason = t.reason, detail = t.detail,
                                rule = t.rule, retry_at = t.retry_at,
                                lease_until = NULL, lease_token = NULL, call_started_at = NULL, updated_at = now(),
+                               event_published = true,
                                sent_at = CASE WHEN t.state = 'sent' THEN now() END
                           FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::text[],
                                       $7::text[], $8::text[], $9::int4[], $10::int4[], $11::bool[], $12::text[],
@@ -265,32 +266,6 @@ impl Op for FinishOp {
         .fetch_all(pool)
         .await?;
         Ok(matched(batch, finished))
-    }
-}
-
-/// `Store::mark_event_published` for one job.
-pub(super) struct PublishedOp {
-    pub challenge_id: String,
-}
-
-impl Op for PublishedOp {
-    type Output = ();
-
-    fn key(&self) -> &str {
-        &self.challenge_id
-    }
-
-    async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<()>, StoreError> {
-        sqlx::query("UPDATE deliveries SET event_published = true WHERE challenge_id = ANY($1)")
-            .bind(
-                batch
-                    .iter()
-                    .map(|o| o.challenge_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(pool)
-            .await?;
-        Ok(vec![(); batch.len()])
     }
 }
 
