@@ -6,7 +6,14 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+/// The largest AMQP frame otpd asks the broker for, unless `amqp.url` sets `frame_max`.
+/// lapin keeps a receive and a send buffer of 32 frames each, so RabbitMQ's default of 128 KiB
+/// holds 8 MiB of memory resident for jobs and events of a few hundred bytes; at 16 KiB the
+/// two cost 1 MiB. A larger message is split across frames, as AMQP allows any message to be.
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// Opens a connection named after this process, so `rabbitmqctl list_connections` shows who
 /// is who. lapin's own auto-recovery is not enabled: intake owns reconnection, because after a
@@ -17,8 +24,15 @@ pub async fn connect(settings: &AmqpSettings) -> Result<Connection, lapin::Error
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    Connection::connect(
-        settings.url.expose(),
+    // Parsed here only to set the frame size; lapin reports a bad URL the same way.
+    let mut uri: AMQPUri = settings
+        .url
+        .expose()
+        .parse()
+        .map_err(|e: String| lapin::Error::from(std::io::Error::other(e)))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Connection::connect_uri(
+        uri,
         ConnectionProperties::default().with_connection_name(name.into()),
     )
     .await

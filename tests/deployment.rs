@@ -42,3 +42,18 @@ async fn the_daemon_reports_ready_and_feeds_the_watchdog_while_healthy() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// lapin buffers 32 frames each way, so the frame size is resident memory: otpd asks for
+/// 16 KiB frames rather than the broker's 128 KiB, and an operator's `frame_max` in the URL wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_connection_uses_small_frames_unless_the_url_names_a_size() {
+    let mut s = test_settings("frames");
+    let connection = otpd::amqp::connect(&s.amqp).await.unwrap();
+    assert_eq!(connection.configuration().frame_max(), 16 * 1024);
+    connection.close(200, "".into()).await.unwrap();
+
+    s.amqp.url = format!("{AMQP_URL}?frame_max=65536").as_str().into();
+    let connection = otpd::amqp::connect(&s.amqp).await.unwrap();
+    assert_eq!(connection.configuration().frame_max(), 65536);
+    connection.close(200, "".into()).await.unwrap();
+}
