@@ -3,9 +3,9 @@
 //! Every job makes the same few writes (the claim or the open transaction, the start of an
 //! attempt, the terminal commit). As statements of their own they cost a round trip, a plan
 //! and a WAL flush each, and under a storm PostgreSQL spends its CPU on that overhead rather
-//! than on rows. A [`Batcher`] per kind of write takes each caller's request
-//! over a channel; one task gathers whatever requests are waiting, up to [`MAX_BATCH`], runs
-//! them as one statement over UNNEST'ed arrays and answers every caller. At most
+//! than on rows. A [`Batcher`] per kind of write takes each caller's request over a channel;
+//! one task gathers whatever requests are waiting, up to [`MAX_BATCH`], runs them as one
+//! statement over UNNEST'ed arrays and answers every caller. At most
 //! [`Op::IN_FLIGHT`] batches of a kind run at once (more than one only once a queue has
 //! formed), so the requests that arrive meanwhile form the next batch: there is no timer, a
 //! lone request costs one round trip as before, and under load hundreds share one.
