@@ -294,6 +294,19 @@ impl Rig {
         .ok()
     }
 
+    /// Jobs handled so far: terminal commits, plus copies of finished challenges recorded as
+    /// `duplicate` (a redelivery after an outage is handled without a new commit).
+    pub async fn handled(&self) -> Option<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM deliveries
+                      WHERE state IN ('sent','failed','expired','rate_limited','rejected'))
+                  + (SELECT count(*) FROM delivery_events WHERE kind = 'duplicate')",
+        )
+        .fetch_one(&self.db)
+        .await
+        .ok()
+    }
+
     /// Waits (polling, bounded by `limit`) until `n` challenges are finished and the jobs queue
     /// is empty (its count includes unacked messages): every copy was acked, so every terminal
     /// event was confirmed.
