@@ -297,14 +297,12 @@ impl Rig {
     /// Jobs handled so far: terminal commits, plus copies of finished challenges recorded as
     /// `duplicate` (a redelivery after an outage is handled without a new commit).
     pub async fn handled(&self) -> Option<i64> {
-        sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM deliveries
-                      WHERE state IN ('sent','failed','expired','rate_limited','rejected'))
-                  + (SELECT count(*) FROM delivery_events WHERE kind = 'duplicate')",
-        )
-        .fetch_one(&self.db)
-        .await
-        .ok()
+        let duplicates: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM delivery_events WHERE kind = 'duplicate'")
+                .fetch_one(&self.db)
+                .await
+                .ok()?;
+        Some(self.finished().await? + duplicates)
     }
 
     /// Waits (polling, bounded by `limit`) until `n` challenges are finished and the jobs queue
