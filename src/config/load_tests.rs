@@ -2,13 +2,17 @@
 use super::*;
 use crate::config::Chain;
 
+/// Loads `extra` from a file of its own, in a directory of its own that is removed after, so
+/// that tests running at once in one process neither collide nor leave anything behind.
 fn with(extra: &str) -> Result<Settings, ConfigError> {
-    let dir = std::env::temp_dir().join(format!("otpd-config-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("otpd-config-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.toml", extra.len()));
+    let path = dir.join("otpd.toml");
     std::fs::write(&path, extra).unwrap();
     let result = load(Some(&path));
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     result
 }
 
