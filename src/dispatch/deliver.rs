@@ -51,10 +51,13 @@ enum Next {
     Stop(DeliveryState, Option<&'static str>),
 }
 
-/// An attempt recorded as begun, with its reserved call slot.
+/// An attempt recorded as begun by the fast path, with its call slot if it reserved one
+/// before its commit.
 pub(super) struct Started {
     pub index: usize,
-    pub reservation: Reservation,
+    /// Whether the provider's breaker is to be checked again after a wait for a slot.
+    pub recheck: bool,
+    pub reservation: Option<Reservation>,
 }
 
 /// What came of getting ready for the next attempt.
@@ -81,20 +84,33 @@ impl Dispatcher {
     ) -> Result<Outcome, Halt> {
         loop {
             let (index, reservation) = match started.take() {
-                Some(s) => (s.index, s.reservation),
+                // No call starts after the code's last moment (checked before the opening
+                // commit, but the slot may have come later).
+                Some(s) => {
+                    let reserved = self.reserve_started(owner, s.index, s.recheck, s.reservation);
+                    let reserved = reserved.await?;
+                    let in_time = self.retry.may_start(Utc::now(), job.expires_at);
+                    (s.index, reserved.filter(|_| in_time))
+                }
                 None => match self.begin_attempt(job, owner, &mut p).await? {
-                    Begun::Call(index, reservation) => (index, reservation),
+                    Begun::Call(index, reservation) => (index, Some(reservation)),
                     Begun::Concluded(outcome) => return Ok(outcome),
                     Begun::Again => continue,
                 },
             };
             let name = self.providers.name(index);
-            let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
-            let attempted = self
-                .providers
-                .send(reservation, &job.to, message, timeout)
-                .await;
-            self.observe_attempt(name, job, &attempted);
+            let attempted = match reservation {
+                Some(reservation) => {
+                    let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
+                    let attempted = self
+                        .providers
+                        .send(reservation, &job.to, message, timeout)
+                        .await;
+                    self.observe_attempt(name, job, &attempted);
+                    attempted
+                }
+                None => super::open::not_called(),
+            };
             let latency_ms = attempted.latency.as_millis() as u64;
             let failure = match attempted.result {
                 Ok(sent) => {

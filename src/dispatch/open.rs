@@ -4,20 +4,25 @@
 //!
 //! It applies only when everything that commit decides can be known beforehand: the code is
 //! not about to expire, geo permissions and conversion blocks allow the destination, no cached
-//! refusal applies, a provider's breaker admits a call and a call slot is reserved (so that the
-//! attempt marked as begun is really made at once). Otherwise, and for a challenge already
-//! recorded (a duplicate, a redelivery, a takeover), the job takes the slow path, which handles
-//! every case; the outcomes and audit rows are the same either way.
+//! refusal applies and a provider's breaker admits a call. Otherwise, and for a challenge
+//! already recorded (a duplicate, a redelivery, a takeover), the job takes the slow path, which
+//! handles every case; the outcomes and audit rows are the same either way.
+//!
+//! The call slot is reserved after the commit (a paced provider's before it), so that jobs
+//! waiting on their openings do not hold the provider's slots. An attempt marked as begun may
+//! then wait for its slot, with its lease renewed; a crash meanwhile leaves it looking in
+//! doubt (docs/reliability.md).
 
 use super::deliver::{Progress, Started};
 use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
 use crate::domain::{DeliveryState, Job};
 use crate::events::Pending;
 use crate::limits::Refusal;
-use crate::providers::Pick;
+use crate::providers::{Attempted, Pick, ProviderError, Reservation};
 use crate::render::Message;
 use crate::store::{FirstAttempt, NewDelivery, Opened, Owner};
 use chrono::Utc;
+use std::time::Duration;
 
 impl Dispatcher {
     /// Works the job through the fast path; `None` if the slow path must take it.
@@ -41,21 +46,32 @@ impl Dispatcher {
             return Ok(None);
         };
         let recheck = !probe && self.providers.has_alternative(route, index);
-        // Bounded like the slow path's wait, which then chooses the provider again (its
-        // breaker may have opened meanwhile).
-        let reservation = tokio::select! {
-            r = self.providers.reserve(index, recheck) => match r {
-                Some(r) => r,
-                // The breaker opened while this job waited: the slow path picks again.
-                None => return Ok(None),
-            },
-            _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
-            _ = tokio::time::sleep(self.attempt_timeout) => return Ok(None),
+        // The call slot is reserved after the commit (`reserve_started`): under a storm the
+        // commit's wait is far longer than the call, and jobs holding slots through it left the
+        // provider idle (the shipped 64 Twilio slots capped a storm at ~1,200 jobs/s;
+        // docs/performance.md). A paced provider's turn may be far off, so its slot is
+        // reserved first, as the slow path does: an attempt marked as begun should not wait.
+        let reservation = match self.providers.is_paced(index) {
+            false => None,
+            true => {
+                // Bounded like the slow path's wait, which then chooses the provider again
+                // (its breaker may have opened meanwhile).
+                let reserved = tokio::select! {
+                    r = self.providers.reserve(index, recheck) => match r {
+                        Some(r) => r,
+                        // The breaker opened while this job waited: the slow path picks again.
+                        None => return Ok(None),
+                    },
+                    _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
+                    _ = tokio::time::sleep(self.attempt_timeout) => return Ok(None),
+                };
+                // The wait for a slot may have been long.
+                if !self.retry.may_start(Utc::now(), job.expires_at) {
+                    return Ok(None);
+                }
+                Some(reserved)
+            }
         };
-        // The wait for a slot may have been long.
-        if !self.retry.may_start(Utc::now(), job.expires_at) {
-            return Ok(None);
-        }
         let (keys, decide) = self.judgement(takes);
         let first = FirstAttempt {
             provider: self.providers.name(index),
@@ -78,7 +94,11 @@ impl Dispatcher {
                     in_doubt: false,
                     avoid: None,
                 };
-                let started = Started { index, reservation };
+                let started = Started {
+                    index,
+                    recheck,
+                    reservation,
+                };
                 // Boxed: under load a job waits on its opening far longer than it delivers, and
                 // an inline delivery would size every waiting job's task for the provider call
                 // (8,232 bytes per task, 5,016 with both boxes; docs/performance.md).
@@ -133,5 +153,54 @@ impl Dispatcher {
                 None
             }
         }
+    }
+
+    /// The call slot of the attempt the fast path recorded as begun. If it did not reserve one
+    /// before its commit, it waits behind the provider's calls in flight, renewing its lease
+    /// (first within the lease's slack, then once per attempt timeout). Shutdown does not end
+    /// the wait: an attempt recorded as begun and then abandoned would look in doubt. `None`:
+    /// the provider's breaker opened meanwhile, and the attempt is not made.
+    pub(super) async fn reserve_started(
+        &self,
+        owner: Owner<'_>,
+        index: usize,
+        recheck: bool,
+        reserved: Option<Reservation>,
+    ) -> Result<Option<Reservation>, Halt> {
+        if let Some(reservation) = reserved {
+            return Ok(Some(reservation));
+        }
+        let reserve = self.providers.reserve(index, recheck);
+        tokio::pin!(reserve);
+        let mut renew_in = super::LEASE_SLACK / 2;
+        loop {
+            tokio::select! {
+                r = &mut reserve => return Ok(r),
+                _ = tokio::time::sleep(renew_in) => {
+                    // Covers the next wait and a call that starts at its end.
+                    renew_in = self.attempt_timeout;
+                    let lease = renew_in + self.attempt_timeout + super::LEASE_SLACK;
+                    if !self.persist(|| self.store.extend_lease(owner, lease)).await? {
+                        return Err(Halt::LeaseLost);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a started attempt that was not made: its provider's breaker opened, or the
+/// code's time to start ran out, while it waited for a slot. It goes on like a transient
+/// failure (failing over, or ending `expired`), not in doubt, since the provider never saw it.
+pub(super) fn not_called() -> Attempted {
+    Attempted {
+        result: Err(ProviderError::Transient {
+            status: None,
+            detail:
+                "not called: the provider's circuit breaker opened, or the code's time ran out, while the call waited for a slot"
+                    .to_string(),
+            in_doubt: false,
+        }),
+        latency: Duration::ZERO,
     }
 }
