@@ -7,7 +7,7 @@ use otpd::config::Settings;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
-use support::{TestApp, created, id, job};
+use support::{Signal, TestApp, created, id, job};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -184,5 +184,57 @@ async fn an_invalid_number_does_not_fail_over() {
         app.metrics()
             .await
             .contains(r#"otpd_provider_breaker_state{provider="primary"} 0"#)
+    );
+}
+
+/// How long the fake Twilio takes to answer each call in the burst test.
+const CALL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// A burst of new jobs takes the fast path, which reserves each call after the job's opening
+/// commits: the provider's call limit must still hold, and each job be sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_call_limit_holds_under_a_burst_and_each_job_is_sent_once() {
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(messages(support::ACCOUNT_SID)))
+        .respond_with(Signal(arrivals, created("SM1").set_delay(CALL)))
+        .mount(&server)
+        .await;
+    let twilio = support::twilio(&server);
+    let mut app = TestApp::spawn(move |s| {
+        twilio(s);
+        s.providers.twilio_mut("twilio").max_concurrency = 2;
+    })
+    .await;
+    let jobs: Vec<_> = (0..20)
+        .map(|i| job("sms", &format!("+1415555{:04}", 100 + i), "271828"))
+        .collect();
+    for j in &jobs {
+        app.publish(j).await;
+    }
+    let mut handled = std::collections::HashMap::new();
+    for _ in &jobs {
+        let report = app.next_report().await;
+        handled.insert(report.challenge_id.unwrap(), report.handled);
+    }
+    for j in &jobs {
+        assert_eq!(handled.get(&id(j)), Some(&SENT));
+    }
+    assert_eq!(calls(&server).await, 20, "each job sent once");
+    // A call is in flight on the fake from its arrival for at least CALL, and inside its slot
+    // for all of that: no arrival may find two others still inside that span.
+    let mut times = Vec::new();
+    while let Ok(t) = arrived.try_recv() {
+        times.push(t);
+    }
+    let arrived = times;
+    let most = arrived
+        .iter()
+        .map(|&t| arrived.iter().filter(|&&a| a <= t && t < a + CALL).count())
+        .max();
+    assert!(
+        most <= Some(2),
+        "{most:?} calls at once, over the limit of 2"
     );
 }
