@@ -100,7 +100,7 @@ async fn main() {
     let timeline = Timeline::new(start, total);
     let (mut done, states) =
         load::collect_events(&conn, &settings.amqp.events_exchange, timeline.clone()).await;
-    let otpd = child::spawn(&suffix, &provider);
+    let otpd = child::spawn(&suffix, &provider, a.delay_ms);
     let target = || Target {
         channel: &ch,
         exchange: &settings.amqp.jobs_exchange,
