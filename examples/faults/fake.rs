@@ -28,6 +28,8 @@ pub enum Mode {
     Flaky = 2,
     /// Never answers (within any sane timeout) and accepts nothing.
     Stalled = 3,
+    /// 201 after 100 ms, so that a run lasts long enough for a fault to land in its middle.
+    Slow = 4,
 }
 
 /// Per-account counters.
@@ -56,6 +58,7 @@ impl Account {
             1 => Mode::Down,
             2 => Mode::Flaky,
             3 => Mode::Stalled,
+            4 => Mode::Slow,
             _ => Mode::Healthy,
         }
     }
@@ -137,6 +140,7 @@ async fn messages(State(fake): State<Arc<Fake>>, Path(sid): Path<String>, body: 
     let created = r#"{"sid":"SMfault","status":"queued"}"#;
     match account.mode() {
         Mode::Healthy => {}
+        Mode::Slow => tokio::time::sleep(Duration::from_millis(100)).await,
         Mode::Stalled => {
             tokio::time::sleep(Duration::from_secs(600)).await;
             return (StatusCode::SERVICE_UNAVAILABLE, headers, "{}");

@@ -346,9 +346,13 @@ impl Rig {
         Some((r.status().as_u16(), r.json().await.ok()?))
     }
 
-    /// Deletes the scenario's queues, exchanges and database.
-    pub async fn cleanup(mut self) {
+    /// Deletes the scenario's queues, exchanges and database. If the scenario failed, first
+    /// prints otpd's warnings and the end of its log: CI keeps nothing else of a failed run.
+    pub async fn cleanup(mut self, failed: bool) {
         self.stop().await;
+        if failed {
+            self.print_log_tail();
+        }
         let ch = self.channel();
         let _ = otpd::amqp::delete_topology(ch, &self.settings.amqp).await;
         let _ = ch
@@ -366,6 +370,31 @@ impl Rig {
             let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
         }
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Rig {
+    /// Up to 40 WARN or ERROR lines of otpd's log, then its last 40 lines, on stderr.
+    fn print_log_tail(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let loud: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        eprintln!(
+            "[faults] otpd's log: {} lines, {} WARN or ERROR; the first 40 of those:",
+            lines.len(),
+            loud.len()
+        );
+        for l in loud.iter().take(40) {
+            eprintln!("  {l}");
+        }
+        eprintln!("[faults] the last 40 lines of otpd's log:");
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("  {l}");
+        }
     }
 }
 
