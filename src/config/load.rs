@@ -93,6 +93,9 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.amqp.prefetch == 0 {
         return Err(invalid("amqp.prefetch", "must be at least 1"));
     }
+    if s.amqp.setup_timeout_ms < 100 {
+        return Err(invalid("amqp.setup_timeout_ms", "must be at least 100"));
+    }
     if s.amqp.delivery_limit == 0 {
         return Err(invalid("amqp.delivery_limit", "must be at least 1"));
     }

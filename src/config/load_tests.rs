@@ -27,6 +27,10 @@ fn the_shipped_defaults_load() {
 fn a_bad_value_names_its_key() {
     let err = with("[amqp]\nprefetch = 0\n").unwrap_err().to_string();
     assert!(err.contains("amqp.prefetch"), "{err}");
+    let err = with("[amqp]\nsetup_timeout_ms = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("amqp.setup_timeout_ms"), "{err}");
     let err = with("[channels]\nsms = \"twilio\"\n")
         .unwrap_err()
         .to_string();

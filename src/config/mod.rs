@@ -129,6 +129,7 @@ pub struct AmqpSettings {
     pub prefetch: u16,
     pub delivery_limit: u32,
     pub reconnect_max_delay_ms: u64,
+    pub setup_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

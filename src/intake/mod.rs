@@ -1,6 +1,7 @@
 //! Intake: the only part of otpd that sees AMQP deliveries and their tags.
 //!
-//! It keeps one connection alive (reconnecting with capped, jittered backoff), consumes the
+//! It keeps one connection alive (reconnecting with capped, jittered backoff; each session's
+//! setup is bounded by `amqp.setup_timeout_ms`, since lapin's handshake is not), consumes the
 //! jobs queue with manual acks and a bounded prefetch, runs each job through the dispatcher in
 //! its own task, and acks, dead-letters or abandons the message as the dispatcher says. Acks go
 //! out in runs with `multiple` (`acks.rs`). Tags of a dead channel are never acked: each
@@ -18,12 +19,13 @@ use crate::metrics::{ChannelLabels, Metrics};
 use acks::Acks;
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
+use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,8 +52,8 @@ pub struct Intake {
     pub drain_timeout: Duration,
 }
 
-/// Ends a session so the connection is rebuilt (a job could not publish its event).
-struct Reconnect(Notify);
+/// How long a best-effort close of a channel or connection may take before it is abandoned.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ended other than by shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ enum SessionEnd {
     ConsumerEnded,
     #[error("a job could not publish; rebuilding the connection")]
     Requested,
+    #[error("the broker did not complete the session's setup within {0:?}")]
+    SetupTimedOut(Duration),
 }
 
 impl Intake {
@@ -69,19 +73,21 @@ impl Intake {
     /// timeout and closes the connection; whatever did not finish is redelivered by the broker.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let jobs = TaskTracker::new();
-        let reconnect = Arc::new(Reconnect(Notify::new()));
         let mut backoff = self.backoff();
         loop {
             let mut consumed = false;
-            let result = self
-                .session(&shutdown, &jobs, &reconnect, &mut consumed)
-                .await;
+            let result = self.session(&shutdown, &jobs, &mut consumed).await;
             if let Some(channel) = self.publisher.take_channel() {
-                let _ = channel.close(200, "otpd session ended".into()).await;
+                bounded(channel.close(200, "otpd session ended".into())).await;
             }
             match result {
-                Ok(connection) => {
-                    let _ = connection.close(200, "otpd shutting down".into()).await;
+                Ok(Some(connection)) => {
+                    bounded(connection.close(200, "otpd shutting down".into())).await;
+                    return;
+                }
+                Ok(None) => {
+                    // Shut down before the session was set up: no job ran on it.
+                    self.drain(&jobs).await;
                     return;
                 }
                 Err(e) => {
@@ -125,16 +131,12 @@ impl Intake {
         }
     }
 
-    /// One connection's life. On shutdown it drains the jobs in flight and returns the
-    /// connection to close; otherwise the error that ended it. Sets `consumed` once the
-    /// consumer is running.
-    async fn session(
-        self: &Arc<Self>,
-        shutdown: &CancellationToken,
-        jobs: &TaskTracker,
-        reconnect: &Arc<Reconnect>,
-        consumed: &mut bool,
-    ) -> Result<lapin::Connection, SessionEnd> {
+    /// Connects, declares the topology, opens the publishing and consuming channels and starts
+    /// consuming. Unbounded in itself: `session` bounds it.
+    async fn open(
+        &self,
+        tag: &str,
+    ) -> Result<(Connection, lapin::Channel, lapin::Consumer), SessionEnd> {
         let s = &self.settings;
         let connection = amqp::connect(s).await?;
         let setup = connection.create_channel().await?;
@@ -143,16 +145,43 @@ impl Intake {
         self.publisher
             .set_channel(Some(amqp::publisher_channel(&connection).await?));
         let channel = amqp::consumer_channel(&connection, s.prefetch).await?;
-        let acks = Acks::start(channel.clone());
-        let tag = format!("otpd-{}", std::process::id());
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 s.jobs_queue.as_str().into(),
-                tag.as_str().into(),
+                tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
+        Ok((connection, channel, consumer))
+    }
+
+    /// One connection's life. On shutdown it drains the jobs in flight and returns the
+    /// connection to close (`None` if shutdown came before the session was set up); otherwise
+    /// the error that ended it. Sets `consumed` once the consumer is running.
+    async fn session(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        jobs: &TaskTracker,
+        consumed: &mut bool,
+    ) -> Result<Option<Connection>, SessionEnd> {
+        let s = &self.settings;
+        let tag = format!("otpd-{}", std::process::id());
+        // lapin's handshake has no timeout of its own: a broker that accepts the connection
+        // and never answers (one wedged, or half up) would otherwise stop consumption for good.
+        let limit = Duration::from_millis(s.setup_timeout_ms);
+        let (connection, channel, mut consumer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            opened = tokio::time::timeout(limit, self.open(&tag)) => {
+                opened.map_err(|_| SessionEnd::SetupTimedOut(limit))??
+            }
+        };
+        let acks = Acks::start(channel.clone());
+        // Ended by a job of this session that could not publish. Each session has its own: a
+        // job of an old session that fails (its channel is gone) must not end the next one,
+        // or a reconnect after an outage could be undone again and again by the jobs that
+        // the outage itself interrupted.
+        let failing = CancellationToken::new();
         tracing::info!(queue = %s.jobs_queue, prefetch = s.prefetch, "consuming jobs");
         // systemd's READY=1, sent on every (re)connection; systemd ignores repeats.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -166,11 +195,11 @@ impl Intake {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     self.drain(jobs).await;
                     acks.flush_and_stop().await;
-                    let _ = channel.close(200, "otpd shutting down".into()).await;
-                    return Ok(connection);
+                    bounded(channel.close(200, "otpd shutting down".into())).await;
+                    return Ok(Some(connection));
                 }
-                _ = reconnect.0.notified() => {
-                    let _ = connection.close(320, "otpd reconnecting".into()).await;
+                _ = failing.cancelled() => {
+                    bounded(connection.close(320, "otpd reconnecting".into())).await;
                     return Err(SessionEnd::Requested);
                 }
                 next = consumer.next() => match next {
@@ -181,10 +210,10 @@ impl Intake {
                             continue;
                         }
                         let me = Arc::clone(self);
-                        let reconnect = Arc::clone(reconnect);
+                        let failing = failing.clone();
                         let shutdown = shutdown.clone();
                         let acks = acks.clone();
-                        jobs.spawn(async move { me.handle(delivery, &acks, &reconnect, &shutdown).await });
+                        jobs.spawn(async move { me.handle(delivery, &acks, &failing, &shutdown).await });
                     }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(SessionEnd::ConsumerEnded),
@@ -197,7 +226,7 @@ impl Intake {
         &self,
         delivery: Delivery,
         acks: &Acks,
-        reconnect: &Reconnect,
+        failing: &CancellationToken,
         shutdown: &CancellationToken,
     ) {
         self.metrics.in_flight.inc();
@@ -234,8 +263,9 @@ impl Intake {
             Disposition::Abandon => Handled::Abandoned,
         };
         if handled == Handled::Abandoned && !shutdown.is_cancelled() {
-            // The broker connection is failing: rebuild it, which also returns this job.
-            reconnect.0.notify_one();
+            // The broker connection is failing: rebuild it, which also returns this job. (A
+            // no-op if this job's session has already ended.)
+            failing.cancel();
         }
         self.metrics.in_flight.dec();
         let _ = self.reports.send(Report {
@@ -262,6 +292,12 @@ impl Intake {
         let lag = now.saturating_sub(ts) as f64;
         self.metrics.queue_lag.get_or_create(&labels).observe(lag);
     }
+}
+
+/// Awaits a best-effort close for at most `CLOSE_TIMEOUT`; its result does not matter (the
+/// peer may be gone).
+async fn bounded<T>(close: impl Future<Output = T>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }
 
 /// A string header of the message, if present and a string.
