@@ -8,27 +8,30 @@ use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::time::Duration;
-use support::{TestApp, id, job, twilio};
+use support::{ACCOUNT_SID, PATIENCE, Signal, TestApp, created, id, job, twilio};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Respond};
 
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 
 /// A Twilio whose first answer comes after the attempt timeout, and whose later ones at once.
 async fn slow_then_fast() -> MockServer {
+    first_then_created(created("SM1").set_delay(Duration::from_secs(3))).await
+}
+
+/// A Twilio that answers its first message with `first`, and later ones at once.
+async fn first_then_created(first: impl Respond + 'static) -> MockServer {
     let server = MockServer::start().await;
-    let created = ResponseTemplate::new(201)
-        .set_body_json(serde_json::json!({ "sid": "SM1", "status": "queued" }));
     Mock::given(method("POST"))
         .and(path(MESSAGES))
-        .respond_with(created.clone().set_delay(Duration::from_secs(3)))
+        .respond_with(first)
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path(MESSAGES))
-        .respond_with(created)
+        .respond_with(created("SM2"))
         .mount(&server)
         .await;
     server
@@ -94,4 +97,80 @@ async fn with_resend_off_a_timed_out_call_ends_failed_in_doubt_without_a_second_
     assert_eq!(event["in_doubt"], true);
     assert_eq!(event["reason"], "in_doubt");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+/// With resending off, a job whose worker is killed while it waits for its call slot, after
+/// its opening commit, was never sent: the worker that takes it over sends it, not in doubt.
+/// (The job holding the slot was calling, so it is in doubt and, with resending off, failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_resend_off_a_job_killed_while_waiting_for_its_call_slot_is_sent_by_the_takeover() {
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    // The first call holds the only slot for longer than the test runs; later ones are answered.
+    let held = created("SM1").set_delay(Duration::from_secs(60));
+    let server = first_then_created(Signal(arrived, held)).await;
+    let overrides = settings(&server, false);
+    let mut app = TestApp::spawn(move |s| {
+        overrides(s);
+        s.retry.attempt_timeout_ms = 5000;
+        s.providers.twilio_mut("twilio").max_concurrency = 1;
+    })
+    .await;
+    // The worker to kill is a process of its own, with the same settings.
+    app.stop().await;
+    let uri = server.uri();
+    let mut worker = app.spawn_process(&[
+        ("CHANNELS__SMS", "twilio"),
+        ("PROVIDERS__TWILIO__BASE_URL", uri.as_str()),
+        ("PROVIDERS__TWILIO__ACCOUNT_SID", ACCOUNT_SID),
+        ("PROVIDERS__TWILIO__AUTH_TOKEN", "test-token"),
+        ("PROVIDERS__TWILIO__SMS_FROM", "+15005550006"),
+        ("PROVIDERS__TWILIO__MAX_CONCURRENCY", "1"),
+        ("RETRY__ATTEMPT_TIMEOUT_MS", "5000"),
+        ("DELIVERY__RESEND_IN_DOUBT", "false"),
+    ]);
+    let calling = job("sms", "+14155550123", "271828");
+    app.publish(&calling).await;
+    tokio::time::timeout(PATIENCE, arrivals.recv())
+        .await
+        .expect("the first call reached the provider");
+    let waiting = job("sms", "+14155550124", "314159");
+    app.publish(&waiting).await;
+    // Its opening is committed (the attempt recorded as begun) while the slot is taken.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while opened(&app, &id(&waiting)).await.as_deref() != Some("sending") {
+        assert!(tokio::time::Instant::now() < deadline, "the job opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+
+    app.start_again().await;
+    // Both terminal events, in whichever order they come.
+    let ids = [id(&waiting), id(&calling)];
+    let mut terminal = std::collections::HashMap::new();
+    while terminal.len() < 2 {
+        let event = app
+            .event_where(|_, e| {
+                ids.iter().any(|i| e["challenge_id"] == *i) && e["state"] != "accepted"
+            })
+            .await;
+        terminal.insert(event["challenge_id"].as_str().unwrap().to_string(), event);
+    }
+    let sent = &terminal[&id(&waiting)];
+    assert_eq!(sent["state"], "sent", "{sent}");
+    assert_eq!(sent["in_doubt"], false, "{sent}");
+    let failed = &terminal[&id(&calling)];
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["in_doubt"], true, "{failed}");
+    // One call each: the held one, and the waiting job's, made once by the new worker.
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+/// The state of a challenge's row, if it has one yet.
+async fn opened(app: &TestApp, challenge_id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM deliveries WHERE challenge_id = $1")
+        .bind(challenge_id)
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
 }

@@ -57,6 +57,7 @@ async fn open(store: &Store, id: &str, decide: Decide) -> Opened {
         keys: vec![("phone".to_string(), id.to_string())],
         decide,
         lease: Duration::from_secs(30),
+        marked: true,
     };
     let owner = Owner { id, token: 7 };
     store.open(&new, owner, &first).await.unwrap()

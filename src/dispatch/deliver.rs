@@ -58,6 +58,8 @@ pub(super) struct Started {
     /// Whether the provider's breaker is to be checked again after a wait for a slot.
     pub recheck: bool,
     pub reservation: Option<Reservation>,
+    /// Whether the opening commit marked the call as under way (`FirstAttempt::marked`).
+    pub marked: bool,
 }
 
 /// What came of getting ready for the next attempt.
@@ -84,14 +86,7 @@ impl Dispatcher {
     ) -> Result<Outcome, Halt> {
         loop {
             let (index, reservation) = match started.take() {
-                // No call starts after the code's last moment (checked before the opening
-                // commit, but the slot may have come later).
-                Some(s) => {
-                    let reserved = self.reserve_started(owner, s.index, s.recheck, s.reservation);
-                    let reserved = reserved.await?;
-                    let in_time = self.retry.may_start(Utc::now(), job.expires_at);
-                    (s.index, reserved.filter(|_| in_time))
-                }
+                Some(s) => (s.index, self.started_slot(job, owner, s).await?),
                 None => match self.begin_attempt(job, owner, &mut p).await? {
                     Begun::Call(index, reservation) => (index, Some(reservation)),
                     Begun::Concluded(outcome) => return Ok(outcome),

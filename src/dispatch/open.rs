@@ -9,9 +9,11 @@
 //! handles every case; the outcomes and audit rows are the same either way.
 //!
 //! The call slot is reserved after the commit (a paced provider's before it), so that jobs
-//! waiting on their openings do not hold the provider's slots. An attempt marked as begun may
-//! then wait for its slot, with its lease renewed; a crash meanwhile leaves it looking in
-//! doubt (docs/reliability.md).
+//! waiting on their openings do not hold the provider's slots. An attempt recorded as begun may
+//! then wait for its slot, with its lease renewed. With `resend_in_doubt` on, the commit marks
+//! its call as under way, and a crash meanwhile leaves it looking in doubt (it is then sent
+//! once, by the takeover); with it off, the mark is written once the slot is held, so that a
+//! job that never reached the provider is not failed as in doubt (docs/reliability.md).
 
 use super::deliver::{Progress, Started};
 use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
@@ -73,11 +75,17 @@ impl Dispatcher {
             }
         };
         let (keys, decide) = self.judgement(takes);
+        // A job that will wait for its slot after the commit is marked as calling only once it
+        // holds the slot, when a crash meanwhile would otherwise cost it: with resending off,
+        // a call that looks in doubt ends the job `failed`. With resending on, the takeover
+        // sends it anyway (once, as it was never made), so the write is spared.
+        let marked = reservation.is_some() || self.resend_in_doubt;
         let first = FirstAttempt {
             provider: self.providers.name(index),
             keys,
             decide,
             lease: self.attempt_timeout + LEASE_SLACK,
+            marked,
         };
         match self.persist(|| self.store.open(new, owner, &first)).await? {
             Opened::Exists => Ok(None),
@@ -98,6 +106,7 @@ impl Dispatcher {
                     index,
                     recheck,
                     reservation,
+                    marked,
                 };
                 // Boxed: under load a job waits on its opening far longer than it delivers, and
                 // an inline delivery would size every waiting job's task for the provider call
@@ -155,12 +164,41 @@ impl Dispatcher {
         }
     }
 
+    /// The call slot of the attempt the fast path recorded as begun, once its call may start:
+    /// `None` if its provider's breaker opened, or the code's last moment to start a call
+    /// passed, while it waited. The call is marked as under way first if the opening did not.
+    pub(super) async fn started_slot(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        s: Started,
+    ) -> Result<Option<Reservation>, Halt> {
+        let reserved = self
+            .reserve_started(owner, s.index, s.recheck, s.reservation)
+            .await?;
+        // Checked before the opening commit too, but the slot may have come later.
+        let in_time = self.retry.may_start(Utc::now(), job.expires_at);
+        let Some(reservation) = reserved.filter(|_| in_time) else {
+            return Ok(None);
+        };
+        if !s.marked {
+            let lease = self.attempt_timeout + LEASE_SLACK;
+            if !self
+                .persist(|| self.store.mark_call_started(owner, lease))
+                .await?
+            {
+                return Err(Halt::LeaseLost);
+            }
+        }
+        Ok(Some(reservation))
+    }
+
     /// The call slot of the attempt the fast path recorded as begun. If it did not reserve one
     /// before its commit, it waits behind the provider's calls in flight, renewing its lease
     /// (first within the lease's slack, then once per attempt timeout). Shutdown does not end
     /// the wait: an attempt recorded as begun and then abandoned would look in doubt. `None`:
     /// the provider's breaker opened meanwhile, and the attempt is not made.
-    pub(super) async fn reserve_started(
+    async fn reserve_started(
         &self,
         owner: Owner<'_>,
         index: usize,

@@ -43,6 +43,10 @@ pub struct FirstAttempt<'a> {
     pub keys: Vec<Key>,
     pub decide: Decide,
     pub lease: Duration,
+    /// Whether the commit marks the attempt's call as under way. If not, the caller marks it
+    /// once it holds its call slot (`Store::mark_call_started`), so that a crash while it
+    /// waits for the slot does not leave a call that was never made looking in doubt.
+    pub marked: bool,
 }
 
 impl Store {
@@ -70,6 +74,7 @@ impl Store {
             provider: first.provider.to_string(),
             keys: first.keys.clone(),
             decide: first.decide.clone(),
+            marked: first.marked,
         };
         self.writes.open.submit(op).await
     }
@@ -91,6 +96,7 @@ pub(super) struct OpenOp {
     provider: String,
     keys: Vec<Key>,
     decide: Decide,
+    marked: bool,
 }
 
 impl Op for OpenOp {
@@ -163,9 +169,9 @@ fn outputs(
         .collect()
 }
 
-/// Binds a batch's challenges as the next 13 parameters ($1..$13 in `challenges!`) of an
+/// Binds a batch's challenges as the next 14 parameters ($1..$14 in `challenges!`) of an
 /// insert into `deliveries` that unnests them as t(id, account, channel, masked, hmac,
-/// locale, template, expires, lease, token, country, prefix, provider).
+/// locale, template, expires, lease, token, country, prefix, provider, marked).
 macro_rules! bind_challenges {
     ($query:expr, $batch:expr) => {{
         let batch: &[&OpenOp] = $batch;
@@ -190,6 +196,7 @@ macro_rules! bind_challenges {
             .bind(opt(|o| o.country.as_deref()))
             .bind(opt(|o| o.prefix.as_deref()))
             .bind(text(|o| &o.provider))
+            .bind(batch.iter().map(|o| o.marked).collect::<Vec<_>>())
     }};
 }
 
@@ -197,8 +204,10 @@ macro_rules! bind_challenges {
 macro_rules! challenges {
     () => {
         "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
-                $8::timestamptz[], $9::float8[], $10::int8[], $11::text[], $12::text[], $13::text[])
-         AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token, country, prefix, provider)"
+                $8::timestamptz[], $9::float8[], $10::int8[], $11::text[], $12::text[], $13::text[],
+                $14::bool[])
+         AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token, country, prefix, provider,
+              marked)"
     };
 }
 
@@ -212,7 +221,7 @@ async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>,
                                        locale, template, expires_at, state, attempt, provider, admitted,
                                        call_started_at, lease_until, lease_token, country, prefix)
                SELECT id, account, channel, masked, hmac, locale, template, expires, 'sending', 1, provider, true,
-                      now(), now() + make_interval(secs => lease), token, country, prefix
+                      CASE WHEN marked THEN now() END, now() + make_interval(secs => lease), token, country, prefix
                  FROM ",
             challenges!(),
             "
@@ -272,13 +281,13 @@ async fn write(
                                                lease_token, country, prefix)
                        SELECT id, account, channel, masked, hmac, locale, template, expires,
                               CASE WHEN go THEN 'sending' ELSE 'received' END, CASE WHEN go THEN 1 ELSE 0 END,
-                              CASE WHEN go THEN provider END, go, CASE WHEN go THEN now() END,
+                              CASE WHEN go THEN provider END, go, CASE WHEN go AND marked THEN now() END,
                               now() + make_interval(secs => lease), token, country, prefix
                          FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[],
                                      $20::text[], $21::text[], $22::timestamptz[], $23::float8[], $24::int8[],
-                                     $25::text[], $26::text[], $27::text[], $28::bool[])
+                                     $25::text[], $26::text[], $27::text[], $28::bool[], $29::bool[])
                               AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token,
-                                   country, prefix, provider, go)
+                                   country, prefix, provider, marked, go)
                        ON CONFLICT (challenge_id) DO NOTHING
                        RETURNING challenge_id, state, provider),
                  ev AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
