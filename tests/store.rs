@@ -37,8 +37,12 @@ fn refuses() -> Decide {
     })
 }
 
-/// Opens challenge `id`, taking the counter ("phone", `id`) if `decide` allows.
+/// Opens challenge `id`, taking the counter ("phone", `id`) if `decide` allows, its call marked.
 async fn open(store: &Store, id: &str, decide: Decide) -> Opened {
+    open_marked(store, id, decide, true).await
+}
+
+async fn open_marked(store: &Store, id: &str, decide: Decide, marked: bool) -> Opened {
     let expires_at = Utc::now() + Minutes::minutes(5);
     let new = NewDelivery {
         challenge_id: id,
@@ -57,14 +61,13 @@ async fn open(store: &Store, id: &str, decide: Decide) -> Opened {
         keys: vec![("phone".to_string(), id.to_string())],
         decide,
         lease: Duration::from_secs(30),
-        marked: true,
+        marked,
     };
     let owner = Owner { id, token: 7 };
     store.open(&new, owner, &first).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_ones_alone() {
+async fn scratch_store() -> (ScratchDb, Store) {
     let db = ScratchDb::create().await;
     sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
     let store = Store::connect(
@@ -72,6 +75,12 @@ async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_o
         db.settings.store.destination_hmac_key.clone(),
     )
     .unwrap();
+    (db, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_ones_alone() {
+    let (db, store) = scratch_store().await;
     sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('old', 'sent')")
         .execute(&db.pool)
         .await
@@ -150,6 +159,59 @@ async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_o
             event("b", "received", None),
             event("b", "sending", Some(1)),
             event("refused", "received", None),
+        ]
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_call_marks_mark_only_the_attempts_their_owners_still_hold() {
+    let (db, store) = scratch_store().await;
+    for id in ["a", "b", "stolen"] {
+        let opened = open_marked(&store, id, takes_one(), false).await;
+        assert!(matches!(opened, Opened::Started), "{id}");
+    }
+    sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('old', 'sent')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let unmarked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE call_started_at IS NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unmarked, 4, "the openings leave their calls unmarked");
+
+    // Submitted together, so that they share batches. 'stolen' is marked under a token that
+    // no longer owns it, and 'old' has no attempt under way. A mark also renews the lease
+    // (the openings leased for 30 s).
+    let lease = Duration::from_secs(120);
+    let mark = |id, token| store.mark_call_started(Owner { id, token }, lease);
+    let marked = join_all([
+        mark("a", 7),
+        mark("stolen", 8),
+        mark("old", 7),
+        mark("b", 7),
+    ])
+    .await;
+    let marked: Vec<bool> = marked.into_iter().map(Result::unwrap).collect();
+    assert_eq!(marked, [true, false, false, true]);
+
+    let rows: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT challenge_id, call_started_at IS NOT NULL,
+                coalesce(lease_until > now() + interval '60 seconds', false)
+           FROM deliveries ORDER BY challenge_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("a".into(), true, true),
+            ("b".into(), true, true),
+            ("old".into(), false, false),
+            ("stolen".into(), false, false),
         ]
     );
     store.close().await;

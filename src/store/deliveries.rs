@@ -1,6 +1,6 @@
 //! Queries on `deliveries` and `delivery_events`.
 
-use super::writes::{ClaimOp, FinishOp, StartOp};
+use super::writes::{ClaimOp, FinishOp, MarkOp, StartOp};
 use super::{Store, StoreError};
 use crate::domain::{ChallengeId, DeliveryState};
 use chrono::{DateTime, Utc};
@@ -152,41 +152,32 @@ impl Store {
         owner: Owner<'_>,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        self.renew(owner, lease, false).await
+        let r = sqlx::query(
+            "UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
+              WHERE challenge_id = $1 AND lease_token = $2 AND state IN ('received', 'sending')",
+        )
+        .bind(owner.id)
+        .bind(owner.token)
+        .bind(lease_secs(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Marks the owner's attempt as calling its provider now, and leases it for `lease`: for an
     /// attempt opened without the mark (`FirstAttempt::marked`), once it holds its call slot.
-    /// Returns false if the lease was lost.
+    /// Batched with other jobs' marks. Returns false if the lease was lost.
     pub async fn mark_call_started(
         &self,
         owner: Owner<'_>,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        self.renew(owner, lease, true).await
-    }
-
-    /// Renews the owner's lease for `lease`, and with `mark` marks its call as under way (only
-    /// an attempt in `sending` has a call).
-    async fn renew(
-        &self,
-        owner: Owner<'_>,
-        lease: Duration,
-        mark: bool,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE deliveries SET lease_until = now() + make_interval(secs => $3),
-                                   call_started_at = CASE WHEN $4 THEN now() ELSE call_started_at END
-              WHERE challenge_id = $1 AND lease_token = $2
-                AND (state = 'sending' OR (state = 'received' AND NOT $4))",
-        )
-        .bind(owner.id)
-        .bind(owner.token)
-        .bind(lease_secs(lease))
-        .bind(mark)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let op = MarkOp {
+            challenge_id: owner.id.to_string(),
+            lease_secs: lease_secs(lease),
+            token: owner.token,
+        };
+        self.writes.mark.submit(op).await
     }
 
     /// Records that a provider call's outcome is unknown (see the migration's comment).

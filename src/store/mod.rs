@@ -33,7 +33,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
-use writes::{ClaimOp, FinishOp, StartOp};
+use writes::{ClaimOp, FinishOp, MarkOp, StartOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,6 +90,7 @@ struct Writes {
     claim: Batcher<ClaimOp>,
     admit: Batcher<admission::AdmitOp>,
     start: Batcher<StartOp>,
+    mark: Batcher<MarkOp>,
     finish: Batcher<FinishOp>,
 }
 
@@ -107,6 +108,7 @@ impl Store {
             claim: Batcher::start(pool.clone()),
             admit: Batcher::start(pool.clone()),
             start: Batcher::start(pool.clone()),
+            mark: Batcher::start(pool.clone()),
             finish: Batcher::start(pool.clone()),
         });
         Ok(Store {

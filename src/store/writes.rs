@@ -201,6 +201,43 @@ impl Op for StartOp {
     }
 }
 
+/// `Store::mark_call_started` for one job.
+pub(super) struct MarkOp {
+    pub challenge_id: String,
+    pub lease_secs: f64,
+    pub token: i64,
+}
+
+impl Op for MarkOp {
+    type Output = bool;
+
+    fn key(&self) -> &str {
+        &self.challenge_id
+    }
+
+    async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<bool>, StoreError> {
+        let marked: Vec<String> = sqlx::query_scalar(
+            "UPDATE deliveries
+                SET call_started_at = now(), lease_until = now() + make_interval(secs => t.lease)
+               FROM UNNEST($1::text[], $2::float8[], $3::int8[]) AS t(id, lease, token)
+              WHERE deliveries.challenge_id = t.id AND deliveries.lease_token = t.token
+                AND deliveries.state = 'sending'
+          RETURNING t.id",
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|o| o.challenge_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|o| o.lease_secs).collect::<Vec<_>>())
+        .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+        Ok(matched(batch, marked))
+    }
+}
+
 /// `Store::finish` for one job.
 pub(super) struct FinishOp {
     pub challenge_id: String,
