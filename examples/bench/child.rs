@@ -1,7 +1,7 @@
 //! The release `otpd` binary as a child process on the run's own queues and database.
 
 use super::fake::SID;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
@@ -81,8 +81,16 @@ pub fn spawn(suffix: &str, provider: &str, delay_ms: u64) -> Child {
             panic!("otpd failed to start: {line}");
         }
     }
-    // Keep draining stderr so otpd never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining stderr so otpd never blocks on a full pipe; BENCH_OTPD_LOG keeps it.
+    let mut keep = std::env::var_os("BENCH_OTPD_LOG")
+        .map(|path| std::fs::File::create(path).expect("create BENCH_OTPD_LOG"));
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(file) = keep.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    });
     child
 }
 
