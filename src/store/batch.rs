@@ -39,6 +39,11 @@ pub(super) trait Op: Send + Sync + Sized + 'static {
     /// wait on the round trips.
     const IN_FLIGHT: usize = IN_FLIGHT;
 
+    /// Requests waiting before a batch starts beside one already running. A kind whose
+    /// callers hold something scarce while they wait (a provider's call slot) starts the next
+    /// batch at once instead, since every millisecond it queues is a millisecond of that slot.
+    const SECOND_BATCH_MIN: usize = SECOND_BATCH_MIN;
+
     /// The challenge the request writes to.
     fn key(&self) -> &str;
 
@@ -86,7 +91,12 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
     let mut running = FuturesUnordered::new();
     let mut open = true;
     loop {
-        while may_start(running.len(), waiting.len(), O::IN_FLIGHT) {
+        while may_start(
+            running.len(),
+            waiting.len(),
+            O::IN_FLIGHT,
+            O::SECOND_BATCH_MIN,
+        ) {
             running.push(execute(pool.clone(), take_batch(&mut waiting)));
         }
         if !open && running.is_empty() && waiting.is_empty() {
@@ -112,10 +122,10 @@ async fn gather<O: Op>(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request<
 /// modest rate a second batch of one or two rows would cost a statement, a commit and a
 /// connection for no gain: those requests ride with the next batch a moment later instead,
 /// and PostgreSQL spends its CPU on rows rather than on statements (docs/performance.md).
-fn may_start(running: usize, waiting: usize, in_flight: usize) -> bool {
+fn may_start(running: usize, waiting: usize, in_flight: usize, second_min: usize) -> bool {
     match running {
         0 => waiting > 0,
-        r if r < in_flight => waiting >= SECOND_BATCH_MIN,
+        r if r < in_flight => waiting >= second_min.max(1),
         _ => false,
     }
 }
@@ -228,16 +238,27 @@ mod tests {
 
     #[test]
     fn a_second_batch_runs_beside_the_first_only_for_a_queue() {
-        assert!(!may_start(0, 0, 2));
-        assert!(may_start(0, 1, 2), "a lone request goes at once");
+        assert!(!may_start(0, 0, 2, SECOND_BATCH_MIN));
         assert!(
-            !may_start(1, SECOND_BATCH_MIN - 1, 2),
+            may_start(0, 1, 2, SECOND_BATCH_MIN),
+            "a lone request goes at once"
+        );
+        assert!(
+            !may_start(1, SECOND_BATCH_MIN - 1, 2, SECOND_BATCH_MIN),
             "a few wait for the next batch"
         );
-        assert!(may_start(1, SECOND_BATCH_MIN, 2));
-        assert!(!may_start(2, MAX_BATCH, 2));
-        assert!(may_start(3, SECOND_BATCH_MIN, 4), "a kind may allow more");
-        assert!(!may_start(4, MAX_BATCH, 4));
+        assert!(may_start(1, SECOND_BATCH_MIN, 2, SECOND_BATCH_MIN));
+        assert!(!may_start(2, MAX_BATCH, 2, SECOND_BATCH_MIN));
+        assert!(
+            may_start(3, SECOND_BATCH_MIN, 4, SECOND_BATCH_MIN),
+            "a kind may allow more"
+        );
+        assert!(!may_start(4, MAX_BATCH, 4, SECOND_BATCH_MIN));
+        assert!(
+            may_start(1, 1, 4, 1),
+            "an eager kind starts a batch for one request"
+        );
+        assert!(!may_start(1, 0, 4, 0), "but never an empty one");
     }
 
     #[test]

@@ -210,6 +210,11 @@ pub(super) struct MarkOp {
 
 impl Op for MarkOp {
     type Output = bool;
+    // Each caller holds its provider's call slot until its mark commits (the call must not
+    // start before it), so marks never queue behind a running batch for company: a commit
+    // slowed by a busy disk would otherwise cost every slot twice that commit.
+    const IN_FLIGHT: usize = 4;
+    const SECOND_BATCH_MIN: usize = 1;
 
     fn key(&self) -> &str {
         &self.challenge_id
