@@ -6,7 +6,7 @@ use crate::config::{AuditSettings, Settings};
 use crate::dispatch::{Dispatcher, DispatcherParts};
 use crate::events::Publisher;
 use crate::http::{self, HttpState};
-use crate::intake::{Intake, Report};
+use crate::intake::{Intake, Liveness, Report};
 use crate::metrics::Metrics;
 use crate::providers::{BuildError, Providers};
 use crate::receipts::Receipts;
@@ -35,16 +35,21 @@ pub enum AppError {
     },
 }
 
-const DEV_HMAC_KEY: &str = "dev-only-destination-hmac-key-change-me";
+/// The HTTP listener's bounds (`[http]`).
+struct HttpBounds {
+    serve: http::Bounds,
+    request_timeout: Duration,
+    max_body: usize,
+}
 
 pub struct App {
     intake: Arc<Intake>,
-    http: (TcpListener, HttpState),
+    http: (TcpListener, HttpState, HttpBounds),
     dispatcher: Arc<Dispatcher>,
     store: Store,
     audit: AuditSettings,
     /// Receipts providers receive on their own sessions (SMPP), for `Receipts::drain`.
-    provider_receipts: tokio::sync::mpsc::UnboundedReceiver<crate::providers::Receipt>,
+    provider_receipts: tokio::sync::mpsc::UnboundedReceiver<crate::providers::Heard>,
 }
 
 impl App {
@@ -53,7 +58,7 @@ impl App {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<App, AppError> {
         // rustls needs one process-wide crypto provider; ring is the only one compiled in.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if settings.store.destination_hmac_key.expose() == DEV_HMAC_KEY {
+        if settings.store.destination_hmac_key.expose() == crate::config::DEV_HMAC_KEY {
             tracing::warn!(
                 "store.destination_hmac_key is the development default; set OTPD__STORE__DESTINATION_HMAC_KEY"
             );
@@ -82,6 +87,7 @@ impl App {
             publisher.clone(),
             metrics.clone(),
         ));
+        let liveness = Arc::new(Liveness::default());
         if settings.http.admin_token.is_empty() {
             tracing::info!("http.admin_token is not set: the admin API refuses every request");
         }
@@ -92,6 +98,16 @@ impl App {
             receipts,
             admin_token: settings.http.admin_token.clone(),
             providers: settings.providers.0.keys().cloned().collect(),
+            liveness: liveness.clone(),
+            ready_stall: Duration::from_secs(settings.http.ready_stall_secs),
+        };
+        let bounds = HttpBounds {
+            serve: http::Bounds {
+                header_timeout: Duration::from_millis(settings.http.header_timeout_ms),
+                max_connections: settings.http.max_connections,
+            },
+            request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
+            max_body: settings.http.max_body_bytes,
         };
         let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
@@ -114,10 +130,11 @@ impl App {
             metrics,
             reports,
             drain_timeout,
+            liveness,
         });
         Ok(App {
             intake,
-            http: (listener, http_state),
+            http: (listener, http_state, bounds),
             dispatcher,
             store,
             audit,
@@ -140,7 +157,7 @@ impl App {
 
     /// Runs until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
-        let (listener, state) = self.http;
+        let (listener, state, bounds) = self.http;
         let receipts = state.receipts.clone();
         let token = shutdown.clone();
         tracker.spawn(async move { receipts.run(token).await });
@@ -157,13 +174,8 @@ impl App {
             tracker.spawn(watchdog::run(addr, shutdown.clone()));
         }
         let http_shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let serve = axum::serve(listener, http::router(state))
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let router = http::router(state, bounds.request_timeout, bounds.max_body);
+        tracker.spawn(http::serve(listener, router, bounds.serve, http_shutdown));
         let dispatcher = self.dispatcher.clone();
         let token = shutdown.clone();
         tracker.spawn(async move { dispatcher.housekeeping(token).await });

@@ -10,7 +10,7 @@ use crate::config::{ProviderConfig, Secret, Settings};
 use crate::domain::{Channel, DeliveryState};
 use crate::events::{Publisher, StatusEvent};
 use crate::metrics::{Metrics, ReceiptLabels};
-use crate::providers::{Receipt, twilio_receipt};
+use crate::providers::{Heard, Receipt, twilio_receipt};
 use crate::store::{ReceiptOutcome, Receipted, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,8 +32,8 @@ pub struct Receipts {
     metrics: Arc<Metrics>,
     /// The URL Twilio signs (the callback URL otpd gave it).
     twilio_url: Option<String>,
-    /// Each configured Twilio account's SID and auth token.
-    twilio_accounts: Vec<(String, Secret)>,
+    /// Each configured Twilio instance's name, account SID and auth token.
+    twilio_accounts: Vec<(String, String, Secret)>,
 }
 
 impl Receipts {
@@ -46,10 +46,10 @@ impl Receipts {
         let twilio_accounts = settings
             .providers
             .0
-            .values()
-            .filter_map(|p| match p {
+            .iter()
+            .filter_map(|(name, p)| match p {
                 ProviderConfig::Twilio(t) if !t.auth_token.is_empty() => {
-                    Some((t.account_sid.clone(), t.auth_token.clone()))
+                    Some((name.clone(), t.account_sid.clone(), t.auth_token.clone()))
                 }
                 _ => None,
             })
@@ -74,25 +74,35 @@ impl Receipts {
         let token = self
             .twilio_accounts
             .iter()
-            .find(|(sid, _)| Some(sid.as_str()) == account)
-            .map(|(_, token)| token);
+            .find(|(_, sid, _)| Some(sid.as_str()) == account)
+            .map(|(_, _, token)| token);
         let (Some(url), Some(token), Some(signature)) = (&self.twilio_url, token, signature) else {
             return Err(ReceiptError::Forbidden);
         };
         if !twilio_receipt::verify(token.expose(), url, &params, signature) {
             return Err(ReceiptError::Forbidden);
         }
-        match twilio_receipt::read(&params) {
-            Some(receipt) => self.apply(&receipt).await,
-            None => Ok(()),
-        }
+        let Some(receipt) = twilio_receipt::read(&params) else {
+            return Ok(());
+        };
+        // Every instance on the signing account may have sent it.
+        let providers: Vec<String> = self
+            .twilio_accounts
+            .iter()
+            .filter(|(_, sid, _)| Some(sid.as_str()) == account)
+            .map(|(name, _, _)| name.clone())
+            .collect();
+        self.apply(&providers, &receipt).await
     }
 
-    /// Applies a receipt read by a provider (an SMPP deliver_sm, a checked Twilio callback).
-    pub async fn apply(&self, receipt: &Receipt) -> Result<(), ReceiptError> {
+    /// Applies a receipt read by a provider (an SMPP deliver_sm, a checked Twilio callback) to
+    /// the delivery one of `providers` sent with the receipt's message id.
+    pub async fn apply(&self, providers: &[String], receipt: &Receipt) -> Result<(), ReceiptError> {
+        // A carrier's error is the vendor's text: it may quote the destination.
+        let error = receipt.error.as_deref().map(crate::domain::text::scrub);
         let outcome = self
             .store
-            .apply_receipt(&receipt.sid, receipt.state, receipt.error.as_deref())
+            .apply_receipt(providers, &receipt.sid, receipt.state, error.as_deref())
             .await?;
         if let ReceiptOutcome::Applied(row) = outcome {
             self.announce(&row).await?;
@@ -105,7 +115,7 @@ impl Receipts {
     /// was already answered, and the delivery stays `sent`, which is true.
     pub async fn drain(
         &self,
-        mut incoming: tokio::sync::mpsc::UnboundedReceiver<Receipt>,
+        mut incoming: tokio::sync::mpsc::UnboundedReceiver<Heard>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -116,7 +126,8 @@ impl Receipts {
                     None => return,
                 },
             };
-            if let Err(e) = self.apply(&receipt).await {
+            let providers = [receipt.provider];
+            if let Err(e) = self.apply(&providers, &receipt.receipt).await {
                 tracing::warn!(error = %e, "receipt not applied");
             }
         }

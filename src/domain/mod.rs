@@ -6,6 +6,7 @@ pub mod job;
 mod mask;
 mod secret_code;
 mod state;
+pub mod text;
 
 pub use ids::{AccountId, ChallengeId};
 pub use job::{Job, RejectReason, Rejection, parse_locale};

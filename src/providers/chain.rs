@@ -9,7 +9,7 @@
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::throttle::{self, Throttle};
-use super::{BuildError, Provider, ProviderError, Receipt, Sent};
+use super::{BuildError, Provider, ProviderError, Sent};
 use crate::config::{Chain, RouteKey, Settings};
 use crate::domain::{Channel, Destination};
 use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
@@ -87,7 +87,7 @@ impl Providers {
     pub fn from_settings(
         s: &Settings,
         metrics: Arc<Metrics>,
-        receipts: mpsc::UnboundedSender<Receipt>,
+        receipts: mpsc::UnboundedSender<super::Heard>,
     ) -> Result<Providers, BuildError> {
         let mut built = Built {
             slots: Vec::new(),
@@ -244,6 +244,7 @@ impl Providers {
         };
         let latency = started.elapsed();
         drop(reservation);
+        let result = super::scrubbed(result);
         self.learn(slot, &result);
         Attempted { result, latency }
     }
@@ -305,7 +306,7 @@ struct Built<'a> {
     slots: Vec<Slot>,
     chains: Vec<Vec<usize>>,
     settings: &'a Settings,
-    receipts: mpsc::UnboundedSender<Receipt>,
+    receipts: mpsc::UnboundedSender<super::Heard>,
 }
 
 impl Built<'_> {

@@ -8,7 +8,10 @@ fn example(file: &str, name: &str) -> HttpProviderSettings {
         "{}/docs/examples/providers/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let s = load_from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // A real provider needs a key of its own (the development key is refused with one).
+    let toml = std::fs::read_to_string(path).unwrap()
+        + "\n[store]\ndestination_hmac_key = \"test-only-destination-hmac-key-0123456789\"\n";
+    let s = load_from_str(&toml).unwrap();
     match s.providers.0.get(name) {
         Some(ProviderConfig::Http(h)) => h.clone(),
         other => panic!("{other:?}"),

@@ -40,6 +40,14 @@ pub struct Receipt {
     pub error: Option<String>,
 }
 
+/// A receipt as a provider instance heard it on its own session (SMPP): receipts match a
+/// delivery on the instance and the message id together, since two vendors' ids can collide.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub provider: String,
+    pub receipt: Receipt,
+}
+
 /// A provider accepted the message.
 #[derive(Debug, Clone, Default)]
 pub struct Sent {
@@ -144,7 +152,7 @@ impl Provider {
         name: &str,
         config: &ProviderConfig,
         status_callback: Option<String>,
-        receipts: &tokio::sync::mpsc::UnboundedSender<Receipt>,
+        receipts: &tokio::sync::mpsc::UnboundedSender<Heard>,
     ) -> Result<Provider, BuildError> {
         Ok(match config {
             ProviderConfig::Log(_) => Provider::Log(LogProvider),
@@ -154,8 +162,32 @@ impl Provider {
             ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
             ProviderConfig::Http(h) => Provider::Http(Box::new(HttpProvider::new(name, h)?)),
             ProviderConfig::Smpp(p) => {
-                Provider::Smpp(Box::new(SmppProvider::new(p, receipts.clone())?))
+                Provider::Smpp(Box::new(SmppProvider::new(name, p, receipts.clone())?))
             }
         })
+    }
+}
+
+/// A vendor's answer made safe to keep: whatever it says (an error text quoting the number, a
+/// NUL in a message id, 10 KiB of HTML) reaches the store, logs and events only scrubbed and
+/// bounded. Done here, once, for every provider.
+pub(crate) fn scrubbed(result: Result<Sent, ProviderError>) -> Result<Sent, ProviderError> {
+    use crate::domain::text::{MAX_ID_CHARS, clean, scrub};
+    match result {
+        Ok(mut sent) => {
+            sent.provider_message_id = sent
+                .provider_message_id
+                .map(|id| clean(&id, MAX_ID_CHARS))
+                .filter(|id| !id.is_empty());
+            Ok(sent)
+        }
+        Err(mut e) => {
+            match &mut e {
+                ProviderError::Transient { detail, .. }
+                | ProviderError::Permanent { detail, .. }
+                | ProviderError::RateLimited { detail, .. } => *detail = scrub(detail),
+            }
+            Err(e)
+        }
     }
 }

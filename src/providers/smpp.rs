@@ -6,7 +6,7 @@
 //! and handed, as [`Receipt`]s, to a channel that `crate::receipts` drains: the provider never
 //! touches the store.
 
-use super::{BuildError, ProviderError, Receipt, Sent};
+use super::{BuildError, Heard, ProviderError, Receipt, Sent};
 use crate::config::{SmppBind, SmppSettings};
 use crate::domain::{DeliveryState, Destination};
 use crate::render::Message;
@@ -16,7 +16,7 @@ use rusmpp::pdus::{BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
 use rusmpp::tlvs::MessageSubmissionRequestTlvValue;
 use rusmpp::types::{AnyOctetString, COctetString, OctetString};
 use rusmpp::values::{
-    DataCoding, IntermediateNotification, MCDeliveryReceipt, MessagePayload, Npi,
+    DataCoding, IntermediateNotification, MCDeliveryReceipt, MessagePayload, MessageType, Npi,
     RegisteredDelivery, SmeOriginatedAcknowledgement, Ton,
 };
 use rusmpp::{CommandStatus, Pdu};
@@ -37,19 +37,23 @@ pub struct SmppProvider {
     session: Mutex<Option<Client>>,
     /// No reconnect before this instant, and the wait after the next failure.
     backoff: SyncMutex<(Option<Instant>, Duration)>,
-    receipts: mpsc::UnboundedSender<Receipt>,
+    receipts: mpsc::UnboundedSender<Heard>,
+    /// This instance's name, which its receipts carry.
+    name: String,
 }
 
 impl SmppProvider {
     pub fn new(
+        name: &str,
         s: &SmppSettings,
-        receipts: mpsc::UnboundedSender<Receipt>,
+        receipts: mpsc::UnboundedSender<Heard>,
     ) -> Result<SmppProvider, BuildError> {
         Ok(SmppProvider {
             settings: s.clone(),
             session: Mutex::new(None),
             backoff: SyncMutex::new((None, FIRST_BACKOFF)),
             receipts,
+            name: name.to_string(),
         })
     }
 
@@ -142,7 +146,8 @@ impl SmppProvider {
                 other => other,
             });
         }
-        tokio::spawn(read_events(client.clone(), events, self.receipts.clone()));
+        let receipts = (self.name.clone(), self.receipts.clone());
+        tokio::spawn(read_events(client.clone(), events, receipts));
         Ok(client)
     }
 
@@ -205,11 +210,14 @@ fn field<const MIN: usize, const MAX: usize>(v: &str) -> COctetString<MIN, MAX> 
     COctetString::from_str(v).unwrap_or_else(|_| COctetString::empty())
 }
 
-/// Answers the SMSC's deliver_sm and forwards delivery receipts until the session ends.
+/// Answers the SMSC's deliver_sm and forwards delivery receipts until the session ends. Only
+/// a deliver_sm whose `esm_class` marks it as an MC delivery receipt is read as one: a
+/// mobile-originated message's text is the sender's to choose, and could otherwise mark any
+/// message delivered or undelivered.
 async fn read_events(
     client: Client,
     mut events: impl futures_util::Stream<Item = Event> + Unpin,
-    receipts: mpsc::UnboundedSender<Receipt>,
+    (provider, receipts): (String, mpsc::UnboundedSender<Heard>),
 ) {
     while let Some(event) = events.next().await {
         match event {
@@ -224,8 +232,15 @@ async fn read_events(
                 {
                     tracing::warn!(error = %e, "smpp: deliver_sm_resp not sent");
                 }
+                if deliver.esm_class.message_type
+                    != MessageType::ShortMessageContainsMCDeliveryReceipt
+                {
+                    tracing::debug!("smpp: a deliver_sm that is not a delivery receipt; ignored");
+                    continue;
+                }
                 if let Some(receipt) = read_receipt(deliver.short_message().as_ref()) {
-                    let _ = receipts.send(receipt);
+                    let provider = provider.clone();
+                    let _ = receipts.send(Heard { provider, receipt });
                 }
             }
             Event::Error(e) => tracing::warn!(error = %e, "smpp session error"),
@@ -313,7 +328,7 @@ mod tests {
             source_addr: source.into(),
             ..SmppSettings::default()
         };
-        SmppProvider::new(&settings, mpsc::unbounded_channel().0).unwrap()
+        SmppProvider::new("smsc", &settings, mpsc::unbounded_channel().0).unwrap()
     }
 
     #[test]

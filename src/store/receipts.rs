@@ -43,26 +43,39 @@ const RETURNING: &str =
                    EXTRACT(EPOCH FROM receipt_at - sent_at)::float8 AS after_sent_secs";
 
 impl Store {
-    /// Applies a final receipt (`Delivered` or `Undelivered`) for a provider's message id.
+    /// Applies a final receipt (`Delivered` or `Undelivered`) for a provider's message id, to
+    /// the delivery that one of `providers` (the instances that may have sent it) sent.
     pub async fn apply_receipt(
         &self,
+        providers: &[String],
         provider_message_id: &str,
         state: DeliveryState,
         carrier_error: Option<&str>,
     ) -> Result<ReceiptOutcome, StoreError> {
+        // Kept as the terminal commit keeps ids, so that a vendor's odd id still matches.
+        let id = super::kept_id(provider_message_id);
+        let provider_message_id = id.as_str();
+        let carrier_error = carrier_error.map(super::kept);
+        let carrier_error = carrier_error.as_deref();
         // Twice: the delivery may have committed `sent` between the first try and the look-up.
         for _ in 0..2 {
             if let Some(row) = self
-                .move_sent(provider_message_id, state.as_str(), carrier_error)
+                .move_sent(
+                    providers,
+                    provider_message_id,
+                    state.as_str(),
+                    carrier_error,
+                )
                 .await?
             {
                 return Ok(ReceiptOutcome::Applied(Box::new(row)));
             }
             let known: Option<(String,)> = sqlx::query_as(
                 "SELECT d.state FROM provider_messages m JOIN deliveries d USING (challenge_id)
-                  WHERE m.provider_message_id = $1 LIMIT 1",
+                  WHERE m.provider_message_id = $1 AND d.provider = ANY($2) LIMIT 1",
             )
             .bind(provider_message_id)
+            .bind(providers)
             .fetch_optional(self.pool())
             .await?;
             match known {
@@ -72,12 +85,14 @@ impl Store {
             }
         }
         sqlx::query(
-            "INSERT INTO pending_receipts (provider_message_id, state, carrier_error) VALUES ($1, $2, $3)
-             ON CONFLICT (provider_message_id) DO NOTHING",
+            "INSERT INTO pending_receipts (provider_message_id, state, carrier_error, providers)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (provider_message_id, providers) DO NOTHING",
         )
         .bind(provider_message_id)
         .bind(state.as_str())
         .bind(carrier_error)
+        .bind(providers)
         .execute(self.pool())
         .await?;
         Ok(ReceiptOutcome::Pending)
@@ -86,6 +101,7 @@ impl Store {
     /// One statement: the row leaves `sent` and the audit trail gains the transition.
     async fn move_sent(
         &self,
+        providers: &[String],
         provider_message_id: &str,
         state: &str,
         carrier_error: Option<&str>,
@@ -96,7 +112,7 @@ impl Store {
                                receipt_published = false
                          WHERE challenge_id IN (SELECT challenge_id FROM provider_messages
                                                  WHERE provider_message_id = $1)
-                           AND state = 'sent' {RETURNING}),
+                           AND provider = ANY($4) AND state = 'sent' {RETURNING}),
                   e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, reason)
                         SELECT challenge_id, 'state', state, attempt, provider, carrier_error FROM d)
              SELECT * FROM d"
@@ -105,6 +121,7 @@ impl Store {
             .bind(provider_message_id)
             .bind(state)
             .bind(carrier_error)
+            .bind(providers)
             .fetch_optional(self.pool())
             .await?)
     }
@@ -112,22 +129,28 @@ impl Store {
     /// Applies parked receipts whose delivery is now recorded, and forgets those older than a
     /// day (their message was never recorded as sent by this database).
     pub async fn apply_pending_receipts(&self) -> Result<Vec<Receipted>, StoreError> {
-        let pending: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT p.provider_message_id, p.state, p.carrier_error FROM pending_receipts p
+        let pending: Vec<(String, String, Option<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT p.provider_message_id, p.state, p.carrier_error, p.providers FROM pending_receipts p
               WHERE EXISTS (SELECT 1 FROM provider_messages m WHERE m.provider_message_id = p.provider_message_id)
               LIMIT 500",
         )
         .fetch_all(self.pool())
         .await?;
         let mut applied = Vec::new();
-        for (id, state, error) in pending {
-            if let Some(row) = self.move_sent(&id, &state, error.as_deref()).await? {
+        for (id, state, error, providers) in pending {
+            if let Some(row) = self
+                .move_sent(&providers, &id, &state, error.as_deref())
+                .await?
+            {
                 applied.push(row);
             }
-            sqlx::query("DELETE FROM pending_receipts WHERE provider_message_id = $1")
-                .bind(&id)
-                .execute(self.pool())
-                .await?;
+            sqlx::query(
+                "DELETE FROM pending_receipts WHERE provider_message_id = $1 AND providers = $2",
+            )
+            .bind(&id)
+            .bind(&providers)
+            .execute(self.pool())
+            .await?;
         }
         sqlx::query("DELETE FROM pending_receipts WHERE received_at < now() - interval '1 day'")
             .execute(self.pool())
