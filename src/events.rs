@@ -4,6 +4,7 @@
 //! publish that is not confirmed is an error, and the job is then not acked, so the broker
 //! redelivers it and the event is published again.
 
+use crate::domain::job::MAX_BODY_BYTES;
 use crate::domain::{ChallengeId, DeliveryState, Rejection};
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
@@ -102,6 +103,10 @@ pub enum PublishError {
 /// The header carrying a dead-lettered job's reason code, and one with the human detail.
 pub const REASON_HEADER: &str = "x-otpd-reason";
 pub const DETAIL_HEADER: &str = "x-otpd-detail";
+/// On a dead-lettered body that was over the size limit: its size in bytes before it was cut.
+pub const ORIGINAL_SIZE_HEADER: &str = "x-otpd-original-size";
+/// How much of an oversize body the dead-letter copy keeps.
+pub const DEAD_LETTER_HEAD_BYTES: usize = 4096;
 
 pub struct Publisher {
     channel: Mutex<Option<Channel>>,
@@ -189,11 +194,23 @@ impl Publisher {
             DETAIL_HEADER.into(),
             AMQPValue::LongString(r.detail.as_str().into()),
         );
+        // An oversize body is kept as a bounded head: enough to see what sent it, while a flood
+        // of huge messages cannot fill the dead-letter queue's disk.
+        let kept = match body.len() > MAX_BODY_BYTES {
+            true => {
+                headers.insert(
+                    ORIGINAL_SIZE_HEADER.into(),
+                    AMQPValue::LongLongInt(body.len() as i64),
+                );
+                &body[..DEAD_LETTER_HEAD_BYTES]
+            }
+            false => body,
+        };
         let props = original.clone().with_headers(headers).with_delivery_mode(2);
         self.publish(
             self.dead_letter_exchange.clone(),
             r.reason.code().into(),
-            body,
+            kept,
             props,
         )
         .await

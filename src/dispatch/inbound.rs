@@ -1,9 +1,10 @@
 //! What arrives besides plain jobs: signatures to check before anything else, and
 //! `verified` feedback messages (docs/job-v1.md) that feed conversion tracking.
 
-use super::{Dispatcher, Disposition, Outcome, Processed};
+use super::{Dispatcher, Disposition, Halt, Outcome, Processed};
 use crate::config::SigningMode;
 use crate::domain::{ChallengeId, Job, RejectReason, Rejection};
+use crate::limits::signing::Signed;
 use crate::metrics::SignatureLabels;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,7 +43,11 @@ impl Dispatcher {
             return None;
         }
         let now = chrono::Utc::now().timestamp();
-        let error = self.signing.verify(m.signature, m.body, now).err()?;
+        let signed = Signed {
+            kind: m.kind,
+            body: m.body,
+        };
+        let error = self.signing.verify(m.signature, signed, now).err()?;
         let mode = match self.signing.mode {
             SigningMode::Require => "require",
             _ => "warn",
@@ -71,8 +76,8 @@ impl Dispatcher {
         })
     }
 
-    /// Records that a challenge's code was verified. Feedback for an unknown challenge is
-    /// acknowledged and ignored; a malformed message is dead-lettered.
+    /// Records that a challenge's code was verified. Feedback for an unknown, unsent or long
+    /// expired challenge is acknowledged and ignored; a malformed message is dead-lettered.
     pub(super) async fn verified(&self, body: &[u8]) -> Processed {
         let parsed = serde_json::from_slice::<Verified>(body)
             .map_err(|e| e.to_string())
@@ -90,8 +95,9 @@ impl Dispatcher {
                 };
             }
         };
+        let late = std::time::Duration::from_secs(self.conversion.verified_late_secs);
         let disposition = match self
-            .persist(|| self.store.record_verified(id.as_str()))
+            .persist(|| self.store.record_verified(id.as_str(), late))
             .await
         {
             Ok(true) => {
@@ -99,8 +105,15 @@ impl Dispatcher {
                 Disposition::Ack(Outcome::Verified)
             }
             Ok(false) => {
-                tracing::info!(challenge_id = %id, "verified feedback for an unknown challenge; ignored");
+                tracing::info!(challenge_id = %id, "verified feedback for a challenge never sent, or long expired; ignored");
                 Disposition::Ack(Outcome::Verified)
+            }
+            Err(Halt::Refused) => {
+                let r = Rejection::new(
+                    RejectReason::InternalError,
+                    "the database refused the feedback",
+                );
+                self.reject(r, &BTreeMap::new()).await
             }
             Err(_) => Disposition::Abandon,
         };

@@ -20,6 +20,7 @@ pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
 use crate::config::{ConversionSettings, Settings};
+use crate::domain::job::MAX_BODY_BYTES;
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
@@ -76,6 +77,8 @@ enum Halt {
     /// Another worker took the challenge over (this one stalled past its lease), or a commit's
     /// answer was lost: claim again to find out where the challenge stands.
     LeaseLost,
+    /// The database refused one of this job's writes (not an outage): the job ends.
+    Refused,
 }
 
 /// Extra lease time beyond an attempt's timeout, for the commits around it. Short, because a
@@ -136,6 +139,18 @@ impl Dispatcher {
     pub async fn process(&self, m: Inbound<'_>) -> Processed {
         // The rare paths are boxed: a job's future is as large as its largest state, and a
         // thousand of them are in flight under load.
+        // Size first, before a signature is computed or any parser runs, for every kind.
+        if m.body.len() > MAX_BODY_BYTES {
+            let detail = format!(
+                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                m.body.len()
+            );
+            let r = Rejection::new(crate::domain::RejectReason::TooLarge, detail);
+            return Processed {
+                challenge_id: None,
+                disposition: Box::pin(self.reject(r, &BTreeMap::new())).await,
+            };
+        }
         if let Some(refused) = Box::pin(self.refuse_unsigned(&m)).await {
             return refused;
         }
@@ -163,24 +178,12 @@ impl Dispatcher {
                         RenderError::Unknown { .. } => crate::domain::RejectReason::UnknownTemplate,
                         RenderError::Failed { .. } => crate::domain::RejectReason::TemplateError,
                     };
-                    let r = Rejection {
-                        reason,
-                        detail: e.to_string(),
-                        challenge_id: Some(job.challenge_id.clone()),
-                    };
+                    let mut r = Rejection::new(reason, e.to_string());
+                    r.challenge_id = Some(job.challenge_id.clone());
                     return Box::pin(self.reject(r, &job.metadata)).await;
                 }
             };
-            match self.process_valid(&job, &message, m.redelivered).await {
-                Some(outcome) => {
-                    tracing::debug!(?outcome, "job done");
-                    Disposition::Ack(outcome)
-                }
-                None => {
-                    tracing::warn!("job interrupted; left unacked for redelivery");
-                    Disposition::Abandon
-                }
-            }
+            self.process_valid(&job, &message, m.redelivered).await
         }
         .instrument(span)
         .await;
@@ -204,10 +207,8 @@ impl Dispatcher {
                 reason: r.reason.code(),
                 detail: &r.detail,
             };
-            if self
-                .persist(|| self.store.record_rejection(&rec))
-                .await
-                .is_err()
+            // A refused record is logged by `persist`; the event and the dead letter still go.
+            if let Err(Halt::Interrupted) = self.persist(|| self.store.record_rejection(&rec)).await
             {
                 return Disposition::Abandon;
             }
@@ -222,10 +223,10 @@ impl Dispatcher {
         Disposition::DeadLetter(r)
     }
 
-    /// Claims the challenge and works it to an outcome; `None` if interrupted.
+    /// Claims the challenge and works it to an outcome.
     /// `owed`: this message may be the one whose delivery committed the outcome without
     /// publishing its event (see `duplicate`).
-    async fn process_valid(&self, job: &Job, message: &Message, mut owed: bool) -> Option<Outcome> {
+    async fn process_valid(&self, job: &Job, message: &Message, mut owed: bool) -> Disposition {
         let id = job.challenge_id.as_str();
         let hmac = self.store.destination_hmac(job.to.expose());
         let masked = job.to.masked();
@@ -259,7 +260,10 @@ impl Dispatcher {
                 Err(halt) => Err(halt),
             };
             match result {
-                Ok(outcome) => return Some(outcome),
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, "job done");
+                    return Disposition::Ack(outcome);
+                }
                 Err(Halt::LeaseLost) => {
                     // This task's own terminal commit may have gone through with its answer
                     // lost; if so, the event is this task's to publish.
@@ -270,8 +274,10 @@ impl Dispatcher {
                     // Best effort: let the redelivered job be taken over without waiting out
                     // the lease. A call in flight keeps its mark, so it counts as in doubt.
                     let _ = self.store.release(owner).await;
-                    return None;
+                    tracing::warn!("job interrupted; left unacked for redelivery");
+                    return Disposition::Abandon;
                 }
+                Err(Halt::Refused) => return Box::pin(self.end_refused(job, owner)).await,
             }
         }
     }
@@ -377,8 +383,14 @@ impl Dispatcher {
         owed: bool,
     ) -> Result<Outcome, Halt> {
         tracing::info!(%state, "duplicate job for a finished challenge; not sent again");
-        self.persist(|| self.store.record_duplicate(job.challenge_id.as_str()))
-            .await?;
+        // Only an audit note: a refusal of it must not end a finished challenge's job.
+        match self
+            .persist(|| self.store.record_duplicate(job.challenge_id.as_str()))
+            .await
+        {
+            Ok(()) | Err(Halt::Refused) => {}
+            Err(halt) => return Err(halt),
+        }
         self.metrics
             .duplicates
             .get_or_create(&ChannelLabels {

@@ -1,8 +1,13 @@
-//! Store outages: every write is retried until it commits (a job is never acked without its
-//! commit), and while PostgreSQL is unreachable no new job is started.
+//! Store outages and refusals. An outage (PostgreSQL unreachable, out of resources, a lost
+//! serialization race) is retried until the write commits: a job is never acked without its
+//! commit, and while PostgreSQL is unreachable no new job is started. Any other error is the
+//! write itself being refused; it ends its own job (`end_refused`), so that one poison job
+//! cannot hold its prefetch slot, and retry, forever.
 
-use super::{Dispatcher, Halt};
-use crate::store::StoreError;
+use super::{Dispatcher, Disposition, Halt, Outcome};
+use crate::domain::{DeliveryState, Job, RejectReason, Rejection};
+use crate::metrics::JobLabels;
+use crate::store::{Owner, StoreError};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,6 +19,46 @@ pub(super) struct StoreGate {
 }
 
 impl Dispatcher {
+    /// Ends a job one of whose writes the database refused. With an attempt behind it, the
+    /// challenge ends `failed` (in doubt if a call may have left) and its event is published;
+    /// without one, the job is dead-lettered as `internal_error` with a `rejected` event. The
+    /// rest of the queue keeps flowing either way.
+    pub(super) async fn end_refused(&self, job: &Job, owner: Owner<'_>) -> Disposition {
+        const DETAIL: &str = "the database refused a write for this job; see otpd's log";
+        let aborted = match self.persist(|| self.store.abort(owner, DETAIL)).await {
+            Ok(aborted) => aborted,
+            Err(Halt::Interrupted) => return Disposition::Abandon,
+            // Even the plainest write is refused: the dead-letter queue keeps the job.
+            Err(_) => None,
+        };
+        match aborted {
+            Some(row) if row.state == DeliveryState::Failed.as_str() => {
+                self.metrics
+                    .jobs
+                    .get_or_create(&JobLabels {
+                        channel: job.channel.as_str(),
+                        state: DeliveryState::Failed.as_str(),
+                    })
+                    .inc();
+                let mut event = self.event(job, DeliveryState::Failed);
+                event.attempt = row.attempt;
+                event.provider = row.provider.as_deref();
+                event.reason = Some(RejectReason::InternalError.code());
+                event.detail = Some(DETAIL);
+                event.in_doubt = row.in_doubt;
+                match self.publish(&event).await {
+                    Ok(()) => Disposition::Ack(Outcome::Finished(DeliveryState::Failed)),
+                    Err(_) => Disposition::Abandon,
+                }
+            }
+            _ => {
+                let mut r = Rejection::new(RejectReason::InternalError, DETAIL);
+                r.challenge_id = Some(job.challenge_id.clone());
+                self.reject(r, &job.metadata).await
+            }
+        }
+    }
+
     /// Runs a store operation until it succeeds or shutdown begins. An outage therefore holds
     /// the job (unacked) instead of failing it, and nothing is acked without a commit.
     pub(super) async fn persist<T, F, Fut>(&self, mut op: F) -> Result<T, Halt>
@@ -28,11 +73,15 @@ impl Dispatcher {
                     self.store_answered(true);
                     return Ok(v);
                 }
-                Err(e) => {
+                Err(e) if e.is_retryable() => {
                     if e.is_outage() {
                         self.store_answered(false);
                     }
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store operation failed");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the database refused this job's write; ending the job");
+                    return Err(Halt::Refused);
                 }
             }
             self.sleep(delay).await?;

@@ -73,6 +73,9 @@ pub enum RejectReason {
     BadSignature,
     SignatureExpired,
     InvalidFeedback,
+    /// The database refused to record the job (not an outage): otpd's fault, not the
+    /// publisher's, but the job cannot go on.
+    InternalError,
 }
 
 impl RejectReason {
@@ -100,6 +103,7 @@ impl RejectReason {
             RejectReason::BadSignature => "bad_signature",
             RejectReason::SignatureExpired => "signature_expired",
             RejectReason::InvalidFeedback => "invalid_feedback",
+            RejectReason::InternalError => "internal_error",
         }
     }
 }
@@ -114,10 +118,12 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+    /// The detail may quote the publisher's text (an unknown field's name, say), so it is
+    /// cleaned here, once, before it can reach a log line, the database or an event.
+    pub fn new(reason: RejectReason, detail: impl AsRef<str>) -> Rejection {
         Rejection {
             reason,
-            detail: detail.into(),
+            detail: super::text::clean(detail.as_ref(), super::text::MAX_DETAIL_CHARS),
             challenge_id: None,
         }
     }

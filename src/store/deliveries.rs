@@ -87,6 +87,16 @@ pub struct Rejected<'a> {
     pub detail: &'a str,
 }
 
+/// A challenge ended by [`Store::abort`].
+#[derive(Debug, sqlx::FromRow)]
+pub struct Aborted {
+    pub state: String,
+    pub attempt: i32,
+    pub provider: Option<String>,
+    /// A provider call may have left: the vendor may have the message.
+    pub in_doubt: bool,
+}
+
 /// The current owner of a challenge: its id and the token its claim drew.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {
@@ -195,7 +205,7 @@ impl Store {
         .bind(id)
         .bind(attempt)
         .bind(provider)
-        .bind(detail)
+        .bind(super::kept(detail))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -221,8 +231,8 @@ impl Store {
         .bind(f.provider)
         .bind(f.response_status.map(i32::from))
         .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
-        .bind(f.reason)
-        .bind(f.detail)
+        .bind(f.reason.map(super::kept))
+        .bind(f.detail.map(super::kept))
         .bind(lease_secs(lease))
         .bind(owner.token)
         .execute(&self.pool)
@@ -233,14 +243,14 @@ impl Store {
     /// Commits a terminal state and its audit event in one statement. Returns false, changing
     /// nothing, if the lease was lost (the new owner records the outcome).
     pub async fn finish(&self, owner: Owner<'_>, f: &Finish<'_>) -> Result<bool, StoreError> {
-        let owned = |s: Option<&str>| s.map(str::to_string);
+        let owned = |s: Option<&str>| s.map(super::kept);
         let op = FinishOp {
             challenge_id: owner.id.to_string(),
             token: owner.token,
             state: f.state.as_str(),
             attempt: f.attempt,
             provider: owned(f.provider),
-            provider_message_id: owned(f.provider_message_id),
+            provider_message_id: f.provider_message_id.map(super::kept_id),
             reason: owned(f.reason),
             detail: owned(f.detail),
             response_status: f.response_status.map(i32::from),
@@ -255,6 +265,7 @@ impl Store {
     /// Records a refused job. A new challenge gets a `rejected` row; an existing one keeps its
     /// state and gains only the audit event, so a malformed copy cannot rewrite a real delivery.
     pub async fn record_rejection(&self, r: &Rejected<'_>) -> Result<(), StoreError> {
+        let detail = super::kept(r.detail);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deliveries (challenge_id, state, reason, detail, event_published)
@@ -263,7 +274,7 @@ impl Store {
         )
         .bind(r.challenge_id.as_str())
         .bind(r.reason)
-        .bind(r.detail)
+        .bind(&detail)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -272,11 +283,47 @@ impl Store {
         )
         .bind(r.challenge_id.as_str())
         .bind(r.reason)
-        .bind(r.detail)
+        .bind(&detail)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Ends a challenge whose own writes the database refused (not an outage: something in
+    /// the write itself), with no text from outside in the statement. A challenge with an
+    /// attempt behind it ends `failed`, in doubt if a call may have left, with its audit
+    /// event; one without ends `rejected` (the caller records that rejection). `None`: the
+    /// owner no longer holds it, or it had already ended.
+    pub async fn abort(
+        &self,
+        owner: Owner<'_>,
+        detail: &str,
+    ) -> Result<Option<Aborted>, StoreError> {
+        Ok(sqlx::query_as(
+            "WITH o AS (SELECT challenge_id, call_started_at IS NOT NULL
+                                OR EXISTS (SELECT 1 FROM delivery_events x
+                                            WHERE x.challenge_id = $1 AND x.kind = 'in_doubt') AS doubt
+                           FROM deliveries WHERE challenge_id = $1),
+                  d AS (UPDATE deliveries
+                           SET state = CASE WHEN attempt > 0 THEN 'failed' ELSE 'rejected' END,
+                               reason = 'internal_error', detail = $3,
+                               lease_until = NULL, lease_token = NULL, call_started_at = NULL,
+                               event_published = true, updated_at = now()
+                          FROM o
+                         WHERE deliveries.challenge_id = o.challenge_id AND lease_token = $2
+                           AND state IN ('received', 'sending')
+                     RETURNING deliveries.challenge_id, state, attempt, provider, o.doubt AS in_doubt),
+                  e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, reason, detail, in_doubt)
+                        SELECT challenge_id, 'state', state, attempt, provider, 'internal_error', $3, in_doubt
+                          FROM d WHERE state = 'failed')
+             SELECT state, attempt, provider, in_doubt FROM d",
+        )
+        .bind(owner.id)
+        .bind(owner.token)
+        .bind(detail)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Notes in the audit trail that a job for a finished challenge arrived and was not sent.

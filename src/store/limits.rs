@@ -15,20 +15,31 @@ pub struct Conversion {
 }
 
 impl Store {
-    /// An identity service reported the challenge's code as verified. Returns false if no
-    /// such challenge was sent (the message is acknowledged and ignored).
-    pub async fn record_verified(&self, challenge_id: &str) -> Result<bool, StoreError> {
+    /// An identity service reported the challenge's code as verified. Counted only for a code
+    /// a provider took (`sent`, `delivered`, `undelivered`) whose expiry is at most `late`
+    /// behind: a code never sent cannot have been typed, and feedback for one long expired is
+    /// a replay. Returns false if nothing was recorded (the message is acknowledged and
+    /// ignored).
+    pub async fn record_verified(
+        &self,
+        challenge_id: &str,
+        late: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE deliveries SET verified_at = COALESCE(verified_at, now()) WHERE challenge_id = $1",
+            "UPDATE deliveries SET verified_at = COALESCE(verified_at, now())
+              WHERE challenge_id = $1 AND state IN ('sent', 'delivered', 'undelivered')
+                AND expires_at + make_interval(secs => $2) >= now()",
         )
         .bind(challenge_id)
+        .bind(late.as_secs_f64())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
     /// Sent and verified codes per number range, among codes sent between `window` and
-    /// `grace` ago, for ranges with at least `min_sent` sent.
+    /// `grace` ago, for ranges with at least `min_sent` sent. A code counts as sent once a
+    /// provider took it, whatever its receipt said later: receipts move rows on from `sent`.
     pub async fn conversion(
         &self,
         window_secs: u64,
@@ -38,7 +49,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT prefix, max(country) AS country, count(*) AS sent, count(verified_at) AS verified
                FROM deliveries
-              WHERE prefix IS NOT NULL AND state = 'sent'
+              WHERE prefix IS NOT NULL AND state IN ('sent', 'delivered', 'undelivered')
                 AND created_at > now() - make_interval(secs => $1)
                 AND created_at <= now() - make_interval(secs => $2)
               GROUP BY prefix HAVING count(*) >= $3",

@@ -18,7 +18,7 @@ mod writes;
 
 pub use admission::{Admission, Decide};
 pub use audit::{PurgeTrigger, Purged, SEAL_PATIENCE, Verification};
-pub use deliveries::{Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
+pub use deliveries::{Aborted, Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 pub use health::{MinuteCount, ProviderWindow, ReportRow};
 pub use limits::Conversion;
 pub use open::{FirstAttempt, Opened};
@@ -26,6 +26,7 @@ pub use receipts::{ReceiptOutcome, Receipted};
 pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
 
 use crate::config::{DatabaseSettings, Secret};
+use crate::domain::text;
 use batch::Batcher;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -68,12 +69,45 @@ impl StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            // Connection exceptions, operator intervention (shutdown), insufficient resources
+            // (disk full, too many connections) and system errors: the server, not the write.
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                ["08", "57P", "53", "58"]
+                    .iter()
+                    .any(|class| c.starts_with(class))
+            }),
             _ => false,
         }
     }
+
+    /// Worth trying the same write again: an outage, a serialization failure or deadlock
+    /// (the transaction lost a race and is meant to be rerun), or the batched writer shutting
+    /// down. Anything else is the write itself being refused: a value the column cannot
+    /// hold, a constraint, a bug. Retrying that would hold its job, and its prefetch slot,
+    /// forever.
+    pub fn is_retryable(&self) -> bool {
+        if self.is_outage() || matches!(self, StoreError::Closed) {
+            return true;
+        }
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Free text as the store keeps it. Callers clean what they take in where it enters otpd; this
+/// is the last guard, so that no text a column refuses (a NUL) or an unbounded one can turn a
+/// job's commit into an error.
+fn kept(s: &str) -> String {
+    text::clean(s, text::MAX_DETAIL_CHARS)
+}
+
+/// A vendor's message id as the store keeps it (see [`kept`]).
+fn kept_id(s: &str) -> String {
+    text::clean(s, text::MAX_ID_CHARS)
 }
 
 #[derive(Clone)]
