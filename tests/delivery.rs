@@ -334,7 +334,7 @@ async fn readiness_round_trips_and_metrics_count_jobs() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap(),
-        serde_json::json!({"database": true, "broker": true})
+        serde_json::json!({"database": true, "broker": true, "intake": true})
     );
     let metrics = client
         .get(format!("http://{}/metrics", app.http))

@@ -16,7 +16,7 @@ pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
     RuleSettings, Scope, SigningMode, SigningSettings,
 };
-pub use load::{ConfigError, DEFAULT_TOML, load, load_from_str};
+pub use load::{ConfigError, DEFAULT_TOML, DEV_HMAC_KEY, load, load_from_str};
 pub use providers::{
     Chain, ChannelSettings, ProviderConfig, ProviderSettings, RouteKey, RouteSettings,
     SmtpSettings, SmtpTls, TwilioSettings,
@@ -155,6 +155,16 @@ pub struct HttpSettings {
     pub public_url: String,
     /// The admin API's bearer token; empty turns the admin API off.
     pub admin_token: Secret,
+    /// A connection must send its request head within this long.
+    pub header_timeout_ms: u64,
+    /// A request must be answered within this long.
+    pub request_timeout_ms: u64,
+    /// Connections open at once; past it the oldest idle one gives way.
+    pub max_connections: usize,
+    /// The largest request body any route reads.
+    pub max_body_bytes: usize,
+    /// `/readyz` fails once jobs are in hand and none has finished for this long.
+    pub ready_stall_secs: u64,
 }
 
 impl HttpSettings {

@@ -4,20 +4,24 @@
 //! under `/v1` (bearer token).
 
 mod admin;
+mod serve;
 mod status;
 mod webhooks;
 
+pub use serve::{Bounds, serve};
 pub use status::{format_failures, format_ms};
 
 use crate::config::Secret;
 use crate::events::Publisher;
+use crate::intake::Liveness;
 use crate::metrics::Metrics;
 use crate::receipts::Receipts;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +36,13 @@ pub struct HttpState {
     pub admin_token: Secret,
     /// Configured provider instance names, for circuit states in the health view.
     pub providers: Arc<[String]>,
+    /// Whether intake is moving, and how long it may stand still before `/readyz` fails.
+    pub liveness: Arc<Liveness>,
+    pub ready_stall: Duration,
 }
 
-pub fn router(state: HttpState) -> Router {
+/// Every route, each bounded by `request_timeout` and reading at most `max_body` bytes.
+pub fn router(state: HttpState, request_timeout: Duration, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -43,6 +51,18 @@ pub fn router(state: HttpState) -> Router {
         .route("/webhooks/twilio", post(webhooks::twilio))
         .merge(admin::router(state.clone()))
         .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| within(request_timeout, request, next),
+        ))
+}
+
+/// Answers 503 for a request not answered in time (a body trickled in, a view stuck).
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -51,8 +71,14 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         Ok(Ok(()))
     );
     let broker = s.publisher.is_connected();
-    let body = serde_json::json!({ "database": database, "broker": broker });
-    let status = if database && broker {
+    // Jobs in hand and none finished for a while: the parts answer, but nothing moves.
+    let stalled = s.liveness.stalled(s.ready_stall);
+    let intake = stalled.is_none();
+    let mut body = serde_json::json!({ "database": database, "broker": broker, "intake": intake });
+    if let Some(for_) = stalled {
+        body["stalled_secs"] = for_.as_secs().into();
+    }
+    let status = if database && broker && intake {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -9,6 +9,9 @@
 //! broker redelivers the job.
 
 mod acks;
+mod liveness;
+
+pub use liveness::Liveness;
 
 use crate::amqp;
 use crate::config::AmqpSettings;
@@ -50,6 +53,7 @@ pub struct Intake {
     pub metrics: Arc<Metrics>,
     pub reports: broadcast::Sender<Report>,
     pub drain_timeout: Duration,
+    pub liveness: Arc<Liveness>,
 }
 
 /// How long a best-effort close of a channel or connection may take before it is abandoned.
@@ -230,6 +234,7 @@ impl Intake {
         shutdown: &CancellationToken,
     ) {
         self.metrics.in_flight.inc();
+        self.liveness.started();
         self.observe_lag(&delivery);
         let signature = header_str(&delivery.properties, SIGNATURE_HEADER);
         let inbound = Inbound {
@@ -268,6 +273,7 @@ impl Intake {
             failing.cancel();
         }
         self.metrics.in_flight.dec();
+        self.liveness.finished();
         let _ = self.reports.send(Report {
             challenge_id: processed.challenge_id,
             handled,
