@@ -180,7 +180,17 @@ async fn in_require_mode_unsigned_forged_and_replayed_jobs_are_dead_lettered() {
     for (expected, signature) in cases {
         let j = job("sms", "+14155550177", "999999");
         let body = serde_json::to_vec(&j).unwrap();
-        let header = signature.map(|(kid, key, t)| signing::sign(kid, key, t, &body));
+        let header = signature.map(|(kid, key, t)| {
+            signing::sign(
+                kid,
+                key,
+                t,
+                signing::Signed {
+                    kind: None,
+                    body: &body,
+                },
+            )
+        });
         app.publish_with(&body, "sms", signed(header)).await;
         app.report_for(&id(&j)).await;
         if expected == "valid" {

@@ -1,6 +1,13 @@
-//! Signed jobs: `otpd-signature: t=<unix seconds>,kid=<key id>,v1=<hex HMAC-SHA256>` over
-//! `"<t>." + body`. The timestamp bounds replay to `max_age`; beyond it, the challenge_id's
-//! deduplication stops a replayed job from sending twice anyway.
+//! Signed messages: `otpd-signature: t=<unix seconds>,kid=<key id>,v2=<hex HMAC-SHA256>` over
+//! `t + "\n" + type + "\n" + body`, where `type` is the message's AMQP `type` property (empty
+//! when it has none; a type holding a newline never verifies, so the three parts cannot be
+//! told apart two ways). The type is signed because it says what the body means: a signed
+//! `verified` body republished without its type must not pass as a job. The timestamp bounds
+//! replay to `max_age`; beyond it, the challenge_id's deduplication stops a replayed job from
+//! sending twice anyway.
+//!
+//! The scheme is versioned by the key of its last field. `v1` signed the body alone and is
+//! refused, since it lets the type be changed under a valid signature.
 
 use crate::config::{Secret, SigningMode, SigningSettings};
 use crate::domain::RejectReason;
@@ -15,13 +22,17 @@ const FUTURE_SKEW_SECS: i64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the job carries no otpd-signature header")]
+    #[error("the message carries no otpd-signature header")]
     Missing,
-    #[error("the otpd-signature header is not t=…,kid=…,v1=…")]
+    #[error("the otpd-signature header is not t=…,kid=…,v2=…")]
     Malformed,
+    #[error(
+        "the otpd-signature is v1, which does not cover the message type; sign with v2 (docs/job-v1.md)"
+    )]
+    Outdated,
     #[error("no signing key has id `{0}`")]
     UnknownKey(String),
-    #[error("the signature does not match the body")]
+    #[error("the signature does not match the message")]
     Mismatch,
     #[error("the signature's timestamp is {0} s from now, outside the allowed window")]
     Stale(i64),
@@ -36,6 +47,13 @@ impl SignatureError {
             _ => RejectReason::BadSignature,
         }
     }
+}
+
+/// What a signature covers: the message's AMQP `type` (`None` for a job) and its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    pub kind: Option<&'a str>,
+    pub body: &'a [u8],
 }
 
 pub struct Verifier {
@@ -53,22 +71,25 @@ impl Verifier {
         }
     }
 
-    /// Checks `header` against `body` at `now` (unix seconds).
+    /// Checks `header` against the message at `now` (unix seconds).
     pub fn verify(
         &self,
         header: Option<&str>,
-        body: &[u8],
+        message: Signed<'_>,
         now: i64,
     ) -> Result<(), SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
-        let (t, kid, sig) = parse(header).ok_or(SignatureError::Malformed)?;
+        let (t, kid, sig) = parse(header)?;
         let key = self
             .keys
             .get(kid)
-            .ok_or_else(|| SignatureError::UnknownKey(kid.to_string()))?;
+            .ok_or_else(|| SignatureError::UnknownKey(kid.chars().take(64).collect()))?;
         let sig = hex::decode(sig).map_err(|_| SignatureError::Malformed)?;
+        if message.kind.is_some_and(|k| k.contains('\n')) {
+            return Err(SignatureError::Mismatch);
+        }
         // Constant-time comparison (`verify_slice`), so the answer's timing reveals nothing.
-        mac(key.expose(), t, body)
+        mac(key.expose(), t, message)
             .verify_slice(&sig)
             .map_err(|_| SignatureError::Mismatch)?;
         let age = now - t;
@@ -79,32 +100,43 @@ impl Verifier {
     }
 }
 
-fn parse(header: &str) -> Option<(i64, &str, &str)> {
-    let (mut t, mut kid, mut sig) = (None, None, None);
+fn parse(header: &str) -> Result<(i64, &str, &str), SignatureError> {
+    let (mut t, mut kid, mut v1, mut v2) = (None, None, false, None);
     for part in header.split(',') {
-        match part.trim().split_once('=')? {
+        match part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?
+        {
             ("t", v) => t = v.parse().ok(),
             ("kid", v) => kid = Some(v),
-            ("v1", v) => sig = Some(v),
+            ("v1", _) => v1 = true,
+            ("v2", v) => v2 = Some(v),
             _ => {}
         }
     }
-    Some((t?, kid?, sig?))
+    match (t, kid, v2) {
+        (Some(t), Some(kid), Some(sig)) => Ok((t, kid, sig)),
+        _ if v1 => Err(SignatureError::Outdated),
+        _ => Err(SignatureError::Malformed),
+    }
 }
 
-fn mac(key: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
+fn mac(key: &str, t: i64, message: Signed<'_>) -> Hmac<Sha256> {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    mac.update(b"\n");
+    mac.update(message.kind.unwrap_or_default().as_bytes());
+    mac.update(b"\n");
+    mac.update(message.body);
     mac
 }
 
-/// The header value a producer sends: what identity services compute (docs/limits.md).
-pub fn sign(kid: &str, key: &str, t: i64, body: &[u8]) -> String {
-    let sig = hex::encode(mac(key, t, body).finalize().into_bytes());
-    format!("t={t},kid={kid},v1={sig}")
+/// The header value a producer sends: what identity services compute (docs/job-v1.md).
+pub fn sign(kid: &str, key: &str, t: i64, message: Signed<'_>) -> String {
+    let sig = hex::encode(mac(key, t, message).finalize().into_bytes());
+    format!("t={t},kid={kid},v2={sig}")
 }
 
 #[cfg(test)]
@@ -127,59 +159,112 @@ mod tests {
         })
     }
 
+    fn job(body: &[u8]) -> Signed<'_> {
+        Signed { kind: None, body }
+    }
+
     #[test]
     fn a_signature_by_any_live_key_verifies() {
         let v = verifier();
-        let h = sign("k1", KEY, 1000, b"{}");
-        assert_eq!(v.verify(Some(&h), b"{}", 1010), Ok(()));
-        let h2 = sign("k2", "another key of at least 32 bytes!", 1000, b"{}");
-        assert_eq!(v.verify(Some(&h2), b"{}", 1000), Ok(()));
+        let h = sign("k1", KEY, 1000, job(b"{}"));
+        assert_eq!(v.verify(Some(&h), job(b"{}"), 1010), Ok(()));
+        let h2 = sign("k2", "another key of at least 32 bytes!", 1000, job(b"{}"));
+        assert_eq!(v.verify(Some(&h2), job(b"{}"), 1000), Ok(()));
     }
 
     #[test]
     fn forged_altered_unknown_and_missing_signatures_fail() {
         let v = verifier();
-        let h = sign("k1", KEY, 1000, b"{\"a\":1}");
+        let h = sign("k1", KEY, 1000, job(b"{\"a\":1}"));
         assert_eq!(
-            v.verify(Some(&h), b"{\"a\":2}", 1000),
+            v.verify(Some(&h), job(b"{\"a\":2}"), 1000),
             Err(SignatureError::Mismatch)
         );
-        let forged = sign("k1", "not the key, but 32 bytes long!!", 1000, b"{}");
+        let forged = sign("k1", "not the key, but 32 bytes long!!", 1000, job(b"{}"));
         assert_eq!(
-            v.verify(Some(&forged), b"{}", 1000),
+            v.verify(Some(&forged), job(b"{}"), 1000),
             Err(SignatureError::Mismatch)
         );
-        let unknown = sign("k9", KEY, 1000, b"{}");
+        let unknown = sign("k9", KEY, 1000, job(b"{}"));
         assert_eq!(
-            v.verify(Some(&unknown), b"{}", 1000).unwrap_err().reason(),
+            v.verify(Some(&unknown), job(b"{}"), 1000)
+                .unwrap_err()
+                .reason(),
             RejectReason::BadSignature
         );
         assert_eq!(
-            v.verify(None, b"{}", 1000).unwrap_err().reason(),
+            v.verify(None, job(b"{}"), 1000).unwrap_err().reason(),
             RejectReason::Unsigned
         );
         assert_eq!(
-            v.verify(Some("v1=zz"), b"{}", 1000),
+            v.verify(Some("v2=zz"), job(b"{}"), 1000),
             Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_type_is_signed_with_the_body() {
+        let v = verifier();
+        let verified = Signed {
+            kind: Some("verified"),
+            body: b"{}",
+        };
+        let h = sign("k1", KEY, 1000, verified);
+        assert_eq!(v.verify(Some(&h), verified, 1000), Ok(()));
+        // The same body republished without its type, or with another, does not verify.
+        assert_eq!(
+            v.verify(Some(&h), job(b"{}"), 1000),
+            Err(SignatureError::Mismatch)
+        );
+        let cancel = Signed {
+            kind: Some("cancel"),
+            body: b"{}",
+        };
+        assert_eq!(
+            v.verify(Some(&h), cancel, 1000),
+            Err(SignatureError::Mismatch)
+        );
+        // A type may not smuggle a separator into the signed bytes.
+        let split = Signed {
+            kind: Some("verified\n{}"),
+            body: b"",
+        };
+        assert_eq!(
+            v.verify(Some(&h), split, 1000),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_v1_signature_is_refused_as_outdated() {
+        let v = verifier();
+        let v1 = "t=1000,kid=k1,v1=00ff";
+        assert_eq!(
+            v.verify(Some(v1), job(b"{}"), 1000),
+            Err(SignatureError::Outdated)
+        );
+        assert_eq!(
+            SignatureError::Outdated.reason(),
+            RejectReason::BadSignature
         );
     }
 
     #[test]
     fn the_timestamp_is_signed_and_bounds_replay() {
         let v = verifier();
-        let h = sign("k1", KEY, 1000, b"{}");
+        let h = sign("k1", KEY, 1000, job(b"{}"));
         assert_eq!(
-            v.verify(Some(&h), b"{}", 1301),
+            v.verify(Some(&h), job(b"{}"), 1301),
             Err(SignatureError::Stale(301))
         );
         assert_eq!(
-            v.verify(Some(&h), b"{}", 900),
+            v.verify(Some(&h), job(b"{}"), 900),
             Err(SignatureError::Stale(-100))
         );
         // Moving the timestamp forward breaks the signature.
         let moved = h.replace("t=1000", "t=1290");
         assert_eq!(
-            v.verify(Some(&moved), b"{}", 1300),
+            v.verify(Some(&moved), job(b"{}"), 1300),
             Err(SignatureError::Mismatch)
         );
     }
