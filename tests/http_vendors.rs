@@ -22,7 +22,10 @@ fn example(file: &str, name: &str, base: &str, secrets: &[(&str, &str)]) -> Prov
         "{}/docs/examples/providers/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let mut s = load_from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // A real provider needs a key of its own (the development key is refused with one).
+    let toml = std::fs::read_to_string(path).unwrap()
+        + "\n[store]\ndestination_hmac_key = \"test-only-destination-hmac-key-0123456789\"\n";
+    let mut s = load_from_str(&toml).unwrap();
     let Some(ProviderConfig::Http(mut h)) = s.providers.0.remove(name) else {
         panic!("{file} has no http provider {name}")
     };

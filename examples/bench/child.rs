@@ -60,6 +60,10 @@ pub fn spawn(suffix: &str, provider: &str, delay_ms: u64) -> Child {
         )
         .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
         .env("OTPD__CHANNELS__SMS", "twilio")
+        .env(
+            "OTPD__STORE__DESTINATION_HMAC_KEY",
+            "bench-only-destination-hmac-key-0123456789",
+        )
         .env("OTPD__PROVIDERS__TWILIO__BASE_URL", provider)
         .env("OTPD__PROVIDERS__TWILIO__ACCOUNT_SID", SID)
         .env("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "bench")

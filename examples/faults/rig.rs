@@ -76,6 +76,10 @@ impl Rig {
             ("HTTP__LISTEN".into(), http.to_string()),
             ("LIMITS__ENABLED".into(), "false".into()),
             ("CHANNELS__SMS".into(), "a".into()),
+            (
+                "STORE__DESTINATION_HMAC_KEY".into(),
+                "fault-suite-destination-hmac-key-0123456789".into(),
+            ),
             ("LOG__FILTER".into(), "info".into()),
         ];
         for (name, sid) in [("A", SID_A), ("B", SID_B)] {

@@ -117,6 +117,8 @@ pub struct ConversionSettings {
     pub threshold: f64,
     pub block_secs: u64,
     pub check_interval_secs: u64,
+    /// `verified` feedback counts up to this long after the code's expiry.
+    pub verified_late_secs: u64,
 }
 
 /// The number types `geo.deny_number_types` may name (phonenumber's classification).

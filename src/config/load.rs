@@ -44,11 +44,13 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         }
         None => {}
     }
+    // No `try_parsing`: every value stays the string it was, and typed fields convert it
+    // when they are read. Parsing up front turned an all-digit token into a number (or a
+    // float, losing digits) and `+15005550006` into 15005550006.
     let env = || {
         Environment::with_prefix("OTPD")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
     };
     if let Some(credentials) = systemd_credentials() {
         builder = builder.add_source(env().source(Some(credentials)));
@@ -102,12 +104,7 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.database.max_connections < 2 {
         return Err(invalid("database.max_connections", "must be at least 2"));
     }
-    if s.store.destination_hmac_key.expose().len() < 16 {
-        return Err(invalid(
-            "store.destination_hmac_key",
-            "must be at least 16 bytes",
-        ));
-    }
+    validate_hmac_key(s)?;
     validate_http(s)?;
     super::limits::validate_rules(&s.limits)?;
     super::limits::validate_budget(&s.budget)?;
@@ -116,6 +113,39 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     validate_app(s)?;
     validate_delivery(s)?;
     super::validate_providers::validate_providers(s)
+}
+
+/// The development key shipped in config/default.toml. It is public, so a number hashed with
+/// it can be found again by anyone: it may only be used while every channel delivers to the
+/// `log` provider, where no real number is expected.
+pub const DEV_HMAC_KEY: &str = "dev-only-destination-hmac-key-change-me";
+
+fn validate_hmac_key(s: &Settings) -> Result<(), ConfigError> {
+    let key = s.store.destination_hmac_key.expose();
+    if key.len() < 32 {
+        return Err(invalid(
+            "store.destination_hmac_key",
+            "must be at least 32 bytes",
+        ));
+    }
+    let real = s.channels.chains().find(|name| {
+        !matches!(
+            s.providers.0.get(*name),
+            None | Some(super::ProviderConfig::Log(_))
+        )
+    });
+    if key == DEV_HMAC_KEY
+        && let Some(provider) = real
+    {
+        return Err(invalid(
+            "store.destination_hmac_key",
+            format!(
+                "is the public development key, but a channel delivers through `{provider}`; \
+                 set a secret key (OTPD__STORE__DESTINATION_HMAC_KEY)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_http(s: &Settings) -> Result<(), ConfigError> {
@@ -134,6 +164,22 @@ fn validate_http(s: &Settings) -> Result<(), ConfigError> {
     let token = s.http.admin_token.expose();
     if !token.is_empty() && token.len() < 32 {
         return Err(invalid("http.admin_token", "must be at least 32 bytes"));
+    }
+    let h = &s.http;
+    if h.header_timeout_ms < 100 {
+        return Err(invalid("http.header_timeout_ms", "must be at least 100"));
+    }
+    if h.request_timeout_ms < 100 {
+        return Err(invalid("http.request_timeout_ms", "must be at least 100"));
+    }
+    if h.max_connections < 4 {
+        return Err(invalid("http.max_connections", "must be at least 4"));
+    }
+    if h.max_body_bytes < 1024 {
+        return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+    }
+    if h.ready_stall_secs == 0 {
+        return Err(invalid("http.ready_stall_secs", "must be at least 1"));
     }
     if s.audit.seal_interval_ms < 10 {
         return Err(invalid("audit.seal_interval_ms", "must be at least 10"));

@@ -10,6 +10,12 @@ fn with(extra: &str) -> Result<Settings, ConfigError> {
     let dir = std::env::temp_dir().join(format!("otpd-config-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("otpd.toml");
+    // A real provider needs a key of its own (the development key is refused with one).
+    let key = "[store]\ndestination_hmac_key = \"test-only-destination-hmac-key-0123456789\"\n";
+    let extra = match extra.contains("[store]") {
+        true => extra.to_string(),
+        false => format!("{extra}\n{key}"),
+    };
     std::fs::write(&path, extra).unwrap();
     let result = load(Some(&path));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -161,6 +167,18 @@ fn a_bad_limit_or_abuse_setting_names_its_key() {
 }
 
 #[test]
+fn the_public_development_key_is_refused_with_a_real_provider() {
+    let dev = format!("[store]\ndestination_hmac_key = \"{DEV_HMAC_KEY}\"\n");
+    with(&dev).expect("the log provider may use it");
+    let real = format!("{dev}[channels]\nemail = \"smtp\"\n");
+    let err = with(&real).unwrap_err().to_string();
+    assert!(err.contains("store.destination_hmac_key"), "{err}");
+    assert!(err.contains("`smtp`"), "{err}");
+    let short = with("[store]\ndestination_hmac_key = \"sixteen-bytes-ok\"\n").unwrap_err();
+    assert!(short.to_string().contains("at least 32 bytes"), "{short}");
+}
+
+#[test]
 fn a_wrong_type_names_its_key() {
     let err = with("[amqp]\nprefetch = \"many\"\n")
         .unwrap_err()
@@ -181,12 +199,31 @@ fn systemd_credentials_set_keys_and_the_environment_wins() {
     // SAFETY: this is the only test in the crate that reads or writes these variables.
     unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", &dir) };
     let mut from_file = load(None).unwrap();
-    unsafe { std::env::set_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "from-env") };
+    // Values from the environment stay strings: an all-digit secret keeps every digit, a
+    // phone number its `+`, and typed fields still read theirs.
+    let digits = "12345678901234567890123456789012345678";
+    let vars = [
+        ("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN", "from-env"),
+        ("OTPD__HTTP__ADMIN_TOKEN", digits),
+        ("OTPD__PROVIDERS__TWILIO__SMS_FROM", "+15005550006"),
+        ("OTPD__AMQP__PREFETCH", "7"),
+    ];
+    for (k, v) in vars {
+        unsafe { std::env::set_var(k, v) };
+    }
     let mut from_env = load(None).unwrap();
     unsafe {
-        std::env::remove_var("OTPD__PROVIDERS__TWILIO__AUTH_TOKEN");
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
         std::env::remove_var("CREDENTIALS_DIRECTORY");
     }
+    assert_eq!(from_env.http.admin_token.expose(), digits);
+    assert_eq!(from_env.amqp.prefetch, 7);
+    assert_eq!(
+        from_env.providers.twilio_mut("twilio").sms_from,
+        "+15005550006"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(
         from_file.providers.twilio_mut("twilio").auth_token.expose(),

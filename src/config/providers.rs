@@ -212,6 +212,15 @@ impl RouteKey {
 }
 
 impl ChannelSettings {
+    /// Every provider name any chain or route mentions (repeats included).
+    pub fn chains(&self) -> impl Iterator<Item = &str> {
+        let routes = self.routes.sms.values().chain(self.routes.voice.values());
+        [&self.sms, &self.voice, &self.email]
+            .into_iter()
+            .chain(routes)
+            .flat_map(|chain| chain.0.iter().map(String::as_str))
+    }
+
     pub fn chain(&self, channel: Channel) -> &Chain {
         match channel {
             Channel::Sms => &self.sms,

@@ -28,6 +28,9 @@ use tokio_util::task::TaskTracker;
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+/// The destination HMAC key of every test otpd, in process or not: real providers refuse the
+/// public development key, and two instances must hash destinations alike.
+pub const HMAC_KEY: &str = "test-only-destination-hmac-key-0123456789";
 /// How long a test waits for a signal before failing; a bound, not a synchronisation.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -58,6 +61,7 @@ pub fn test_settings(suffix: &str) -> Settings {
         .as_str()
         .into();
     s.database.max_connections = 4;
+    s.store.destination_hmac_key = HMAC_KEY.into();
     s.http.listen = "127.0.0.1:0".parse().unwrap();
     s.retry.initial_delay_ms = 5;
     s.retry.max_delay_ms = 20;
@@ -189,6 +193,7 @@ impl TestApp {
             ),
             ("DATABASE__MAX_CONNECTIONS", "4".to_string()),
             ("HTTP__LISTEN", "127.0.0.1:0".to_string()),
+            ("STORE__DESTINATION_HMAC_KEY", HMAC_KEY.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
