@@ -3,10 +3,9 @@
 
 use super::{Dispatcher, Disposition, Halt, Outcome, Processed};
 use crate::config::SigningMode;
-use crate::domain::{ChallengeId, Job, RejectReason, Rejection};
+use crate::domain::{Job, RejectReason, Rejection};
 use crate::limits::signing::Signed;
 use crate::metrics::SignatureLabels;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The AMQP `type` property of a feedback message.
@@ -24,13 +23,6 @@ pub struct Inbound<'a> {
     /// out finished, that earlier delivery may have committed the outcome and died before
     /// publishing the event, so the event is published again.
     pub redelivered: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Verified {
-    version: u8,
-    challenge_id: String,
 }
 
 impl Dispatcher {
@@ -79,16 +71,9 @@ impl Dispatcher {
     /// Records that a challenge's code was verified. Feedback for an unknown, unsent or long
     /// expired challenge is acknowledged and ignored; a malformed message is dead-lettered.
     pub(super) async fn verified(&self, body: &[u8]) -> Processed {
-        let parsed = serde_json::from_slice::<Verified>(body)
-            .map_err(|e| e.to_string())
-            .and_then(|v| match v.version {
-                1 => ChallengeId::parse(&v.challenge_id),
-                n => Err(format!("unsupported version {n}")),
-            });
-        let id = match parsed {
+        let id = match crate::domain::job::parse_verified(body) {
             Ok(id) => id,
-            Err(detail) => {
-                let r = Rejection::new(RejectReason::InvalidFeedback, detail);
+            Err(r) => {
                 return Processed {
                     challenge_id: None,
                     disposition: self.reject(r, &BTreeMap::new()).await,

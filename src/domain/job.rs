@@ -317,6 +317,29 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// A `verified` feedback message (docs/job-v1.md): `{"version": 1, "challenge_id": "…"}`.
+pub fn parse_verified(body: &[u8]) -> Result<ChallengeId, Rejection> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Verified {
+        version: u8,
+        challenge_id: String,
+    }
+    let invalid = |detail: String| Rejection::new(RejectReason::InvalidFeedback, detail);
+    if body.len() > MAX_BODY_BYTES {
+        let detail = format!(
+            "body is {} bytes; the limit is {MAX_BODY_BYTES}",
+            body.len()
+        );
+        return Err(Rejection::new(RejectReason::TooLarge, detail));
+    }
+    let v: Verified = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    match v.version {
+        1 => ChallengeId::parse(&v.challenge_id).map_err(invalid),
+        n => Err(invalid(format!("unsupported version {n}"))),
+    }
+}
+
 #[cfg(test)]
 #[path = "job_tests.rs"]
 mod tests;

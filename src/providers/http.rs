@@ -211,7 +211,7 @@ impl HttpProvider {
         })?;
         let status = response.status().as_u16();
         let retry_after = super::twilio::retry_after(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        let body = super::answer_body(response).await;
         classify(&self.settings, status, retry_after, &body)
     }
 }

@@ -168,6 +168,24 @@ impl Provider {
     }
 }
 
+/// The most of a vendor's answer body that is read: every real answer is a few hundred bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A vendor's answer body, read up to [`MAX_ANSWER_BYTES`]: a vendor (or whatever answers in
+/// its place) sending an endless or huge body costs a bounded buffer, not memory without end.
+/// A body that fails midway is what was read of it.
+pub(crate) async fn answer_body(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    body
+}
+
 /// A vendor's answer made safe to keep: whatever it says (an error text quoting the number, a
 /// NUL in a message id, 10 KiB of HTML) reaches the store, logs and events only scrubbed and
 /// bounded. Done here, once, for every provider.

@@ -97,7 +97,7 @@ impl TwilioClient {
         let status = response.status();
         let retry_after = retry_after(response.headers());
         // A body that cannot be read counts as empty: the status alone decides the outcome.
-        let body = response.bytes().await.unwrap_or_default();
+        let body = super::answer_body(response).await;
         classify(status, retry_after, &body)
     }
 }
