@@ -116,3 +116,20 @@ async fn a_transmitter_asks_for_no_receipt_and_keeps_its_session_alive() {
     }
     assert_eq!(smsc.binds.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mobile_originated_message_that_reads_like_a_receipt_changes_nothing() {
+    let mut smsc = FakeSmsc::start().await;
+    // Before the real DELIVRD receipt, the SMSC passes on an MO (esm_class 0) whose text
+    // reads `stat:UNDELIV` for the same message id: a sender may write anything.
+    smsc.spoof_mo_receipt.store(true, Ordering::SeqCst);
+    let mut app = TestApp::spawn(smpp(smsc.url(), PASSWORD)).await;
+    let j = job("sms", "+14155550123", "246810");
+    app.publish(&j).await;
+    assert_eq!(app.report_for(&id(&j)).await.handled, SENT);
+    assert_eq!(smsc.submits.recv().await.unwrap().message_id, "m1");
+    assert_eq!(app.event_for(&id(&j)).await["state"], "accepted");
+    assert_eq!(app.event_for(&id(&j)).await["state"], "sent");
+    // Events come in order: had the MO been read as a receipt, this one would be undelivered.
+    assert_eq!(app.event_for(&id(&j)).await["state"], "delivered");
+}

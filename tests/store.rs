@@ -1,15 +1,23 @@
-//! The store's batched fast path driven directly, on a database of its own: what one
-//! transaction writes for a batch of new, refused and already recorded challenges.
+//! The store driven directly, on a database of its own: what one transaction of the batched
+//! fast path writes for new, refused and already recorded challenges; and, as properties,
+//! that hostile text in any field and whatever the parsers pass is stored, clean.
 
 mod support;
 
 use chrono::{Duration as Minutes, Utc};
+use futures_util::future::BoxFuture;
 use futures_util::future::join_all;
-use otpd::domain::DeliveryState;
+use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
+use otpd::domain::{DeliveryState, Job};
 use otpd::limits::{Counter, Refusal};
-use otpd::store::{Decide, FirstAttempt, NewDelivery, Opened, Owner, Store};
+use otpd::store::{
+    Claim, Decide, Finish, FirstAttempt, NewDelivery, Opened, Owner, Rejected, Store,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use std::sync::Arc;
 use std::time::Duration;
+use support::hostile;
 use support::scratch::ScratchDb;
 
 fn takes_one() -> Decide {
@@ -215,4 +223,188 @@ async fn batched_call_marks_mark_only_the_attempts_their_owners_still_hold() {
         ]
     );
     store.close().await;
+}
+
+/// Cases per property: `PROPTEST_CASES` when set (to fuzz longer by hand), else `default`.
+fn cases(default: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..Default::default()
+    }
+}
+
+/// Runs `property` over `strategy` on the test's runtime: proptest drives, the store awaits.
+fn check<S: Strategy>(
+    config: proptest::test_runner::Config,
+    strategy: S,
+    property: impl Fn(S::Value) -> BoxFuture<'static, Result<(), TestCaseError>>,
+) {
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(config);
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&strategy, |value| handle.block_on(property(value)))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn stored<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, TestCaseError> {
+    r.map_err(|e| TestCaseError::fail(format!("the store refused it: {e}")))
+}
+
+/// The fuzz harness: the job and `verified` parsers over hostile bodies. Neither panics, every
+/// refusal's detail is clean and bounded, and whatever they accept, or refuse naming a
+/// challenge, the store keeps (a refused write here would once have stalled the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parsers_take_hostile_bodies_and_the_store_keeps_whatever_they_pass() {
+    let (_db, store) = scratch_store().await;
+    let s = store.clone();
+    check(cases(400), hostile::job_body(), move |body| {
+        let store = s.clone();
+        Box::pin(async move { job_round_trip(&store, &body).await })
+    });
+    check(cases(400), hostile::verified_body(), |body| {
+        Box::pin(async move {
+            if let Err(r) = otpd::domain::job::parse_verified(&body) {
+                prop_assert!(is_clean(&r.detail, MAX_DETAIL_CHARS), "{:?}", r.detail);
+            }
+            Ok(())
+        })
+    });
+}
+
+async fn job_round_trip(store: &Store, body: &[u8]) -> Result<(), TestCaseError> {
+    let job = match Job::parse(body) {
+        Ok(job) => job,
+        Err(r) => {
+            prop_assert!(is_clean(&r.detail, MAX_DETAIL_CHARS), "{:?}", r.detail);
+            if let Some(id) = &r.challenge_id {
+                let rec = Rejected {
+                    challenge_id: id,
+                    reason: r.reason.code(),
+                    detail: &r.detail,
+                };
+                stored(store.record_rejection(&rec).await)?;
+            }
+            return Ok(());
+        }
+    };
+    let hmac = store.destination_hmac(job.to.expose());
+    let masked = job.to.masked();
+    let new = NewDelivery {
+        challenge_id: job.challenge_id.as_str(),
+        account_id: job.account_id.as_str(),
+        channel: job.channel.as_str(),
+        destination_masked: &masked,
+        destination_hmac: &hmac,
+        locale: job.locale.as_deref(),
+        template: &job.template,
+        expires_at: job.expires_at,
+        country: None,
+        prefix: None,
+    };
+    let token = rand_token();
+    let lease = Duration::from_secs(30);
+    if let Claim::New = stored(store.claim(&new, lease, token).await)? {
+        let owner = Owner {
+            id: job.challenge_id.as_str(),
+            token,
+        };
+        // The job's own texts, where a vendor would echo them back.
+        let f = finish(Some(job.account_id.as_str()), Some(job.account_id.as_str()));
+        prop_assert!(stored(store.finish(owner, &f).await)?);
+    }
+    Ok(())
+}
+
+/// A terminal `failed` with the given vendor message id and detail.
+fn finish<'a>(message_id: Option<&'a str>, detail: Option<&'a str>) -> Finish<'a> {
+    Finish {
+        state: DeliveryState::Failed,
+        attempt: 1,
+        provider: Some("twilio"),
+        provider_message_id: message_id,
+        reason: detail,
+        detail,
+        response_status: Some(400),
+        latency_ms: Some(1),
+        in_doubt: false,
+        rule: detail,
+        retry_at: None,
+    }
+}
+
+fn rand_token() -> i64 {
+    i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
+}
+
+/// Every free text the store writes takes any Unicode, NULs, bidirectional marks and 10 KiB
+/// runs included, and keeps it clean and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_free_text_field_takes_any_text_and_keeps_it_clean() {
+    let (db, store) = scratch_store().await;
+    let s = store.clone();
+    let texts = (hostile::text(), hostile::text(), hostile::text());
+    check(cases(48), texts, move |(a, b, c)| {
+        let store = s.clone();
+        Box::pin(async move { every_field(&store, &a, &b, &c).await })
+    });
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(d)::text FROM deliveries d UNION ALL SELECT row_to_json(e)::text FROM delivery_events e",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(rows.len() > 48 * 4, "rows were written");
+    for row in rows {
+        let v: serde_json::Value = serde_json::from_str(&row).unwrap();
+        for (k, field) in v.as_object().unwrap() {
+            if let Some(text) = field.as_str() {
+                assert!(is_clean(text, MAX_DETAIL_CHARS), "{k} kept as {text:?}");
+            }
+        }
+    }
+}
+
+async fn every_field(store: &Store, a: &str, b: &str, c: &str) -> Result<(), TestCaseError> {
+    let id = format!("prop-{}", uuid::Uuid::new_v4().simple());
+    let challenge_id = otpd::domain::ChallengeId::parse(&id).unwrap();
+    stored(
+        store
+            .record_rejection(&Rejected {
+                challenge_id: &challenge_id,
+                reason: "malformed_json",
+                detail: a,
+            })
+            .await,
+    )?;
+    let id = format!("prop-{}", uuid::Uuid::new_v4().simple());
+    prop_assert!(matches!(
+        open(store, &id, takes_one()).await,
+        Opened::Started
+    ));
+    let owner = Owner { id: &id, token: 7 };
+    stored(store.record_in_doubt(&id, 1, Some("twilio"), b).await)?;
+    let failed = finish(None, Some(c));
+    prop_assert!(stored(
+        store
+            .record_failed_attempt(owner, &failed, Duration::from_secs(30))
+            .await
+    )?);
+    let mut sent = finish(Some(a), Some(b));
+    sent.state = DeliveryState::Sent;
+    prop_assert!(stored(store.finish(owner, &sent).await)?);
+    let providers = ["twilio".to_string()];
+    stored(
+        store
+            .apply_receipt(&providers, a, DeliveryState::Undelivered, Some(c))
+            .await,
+    )?;
+    Ok(())
 }

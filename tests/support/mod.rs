@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod scratch;
 pub mod smsc;
 pub mod smtp;

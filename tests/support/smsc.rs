@@ -38,6 +38,11 @@ pub struct FakeSmsc {
     pub drop_after_submit: Arc<AtomicBool>,
     /// One message per enquire_link received.
     pub enquire_links: mpsc::UnboundedReceiver<()>,
+    /// Before each receipt, send a mobile-originated deliver_sm (esm_class 0) whose text reads
+    /// like an UNDELIV receipt for the same message: anyone can send such a text.
+    pub spoof_mo_receipt: Arc<AtomicBool>,
+    /// Send UNDELIV receipts whose error field quotes the destination number.
+    pub echo_destination: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -47,6 +52,8 @@ struct Shared {
     drop_after_submit: Arc<AtomicBool>,
     next_id: Arc<AtomicU32>,
     enquire_links: mpsc::UnboundedSender<()>,
+    spoof_mo_receipt: Arc<AtomicBool>,
+    echo_destination: Arc<AtomicBool>,
 }
 
 impl FakeSmsc {
@@ -61,6 +68,8 @@ impl FakeSmsc {
             binds: Arc::default(),
             drop_after_submit: Arc::default(),
             next_id: Arc::default(),
+            spoof_mo_receipt: Arc::default(),
+            echo_destination: Arc::default(),
         };
         let fake = FakeSmsc {
             port,
@@ -68,6 +77,8 @@ impl FakeSmsc {
             binds: shared.binds.clone(),
             drop_after_submit: shared.drop_after_submit.clone(),
             enquire_links,
+            spoof_mo_receipt: shared.spoof_mo_receipt.clone(),
+            echo_destination: shared.echo_destination.clone(),
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -149,18 +160,32 @@ async fn session(stream: TcpStream, shared: Shared) {
                     return;
                 }
                 if transceiver && wants {
-                    sequence += 1;
-                    let text = format!(
-                        "id:{message_id} sub:001 dlvrd:001 submit date:2611231200 done date:2611231200 stat:DELIVRD err:000 text:"
-                    );
-                    let receipt = DeliverSm::builder()
-                        .source_addr(s.destination_addr.clone())
-                        .destination_addr(s.source_addr.clone())
-                        .esm_class(EsmClass::from(0x04))
-                        .short_message(OctetString::from_vec(text.into_bytes()).unwrap())
-                        .build();
-                    let command = Command::new(CommandStatus::EsmeRok, sequence, receipt);
-                    framed.send(command).await.unwrap();
+                    let destination = s.destination_addr.to_string();
+                    let (stat, err) = match shared.echo_destination.load(Ordering::SeqCst) {
+                        true => ("UNDELIV", destination.as_str()),
+                        false => ("DELIVRD", "000"),
+                    };
+                    let text = |stat: &str, err: &str| {
+                        format!(
+                            "id:{message_id} sub:001 dlvrd:001 submit date:2611231200 done date:2611231200 stat:{stat} err:{err} text:"
+                        )
+                    };
+                    let mut receipts = Vec::new();
+                    if shared.spoof_mo_receipt.load(Ordering::SeqCst) {
+                        receipts.push((0x00, text("UNDELIV", "001")));
+                    }
+                    receipts.push((0x04, text(stat, err)));
+                    for (esm_class, text) in receipts {
+                        sequence += 1;
+                        let receipt = DeliverSm::builder()
+                            .source_addr(s.destination_addr.clone())
+                            .destination_addr(s.source_addr.clone())
+                            .esm_class(EsmClass::from(esm_class))
+                            .short_message(OctetString::from_vec(text.into_bytes()).unwrap())
+                            .build();
+                        let command = Command::new(CommandStatus::EsmeRok, sequence, receipt);
+                        framed.send(command).await.unwrap();
+                    }
                 }
                 None
             }

@@ -1,5 +1,6 @@
 //! A small SMTP server on loopback that records each message it accepts. It speaks enough of
-//! RFC 5321 for lettre's client: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
+//! RFC 5321 for lettre's client: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT. A recipient
+//! whose address starts with `nobody.` is refused with 550, the address quoted in the reply.
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,8 +49,15 @@ async fn session(stream: TcpStream, tx: mpsc::UnboundedSender<Received>) -> std:
                 let addr = line
                     .split_once(':')
                     .map(|(_, a)| a.trim().trim_matches(['<', '>']))
-                    .unwrap_or("");
-                recipients.push(addr.to_string());
+                    .unwrap_or("")
+                    .to_string();
+                if addr.starts_with("nobody.") {
+                    // As real servers do, the refusal quotes the address back.
+                    let reply = format!("550 5.1.1 <{addr}>: Recipient address rejected\r\n");
+                    write.write_all(reply.as_bytes()).await?;
+                    continue;
+                }
+                recipients.push(addr);
                 b"250 ok\r\n"
             }
             "DATA" => {
