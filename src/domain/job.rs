@@ -16,7 +16,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The largest `metadata` object accepted, measured as its compact JSON encoding.
 pub const MAX_METADATA_BYTES: usize = 1024;
 
-const KNOWN_FIELDS: [&str; 11] = [
+/// Every field of the job contract.
+pub const KNOWN_FIELDS: [&str; 11] = [
     "version",
     "challenge_id",
     "account_id",

@@ -36,19 +36,7 @@ pub fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-const FIELDS: [&str; 11] = [
-    "version",
-    "challenge_id",
-    "account_id",
-    "channel",
-    "to",
-    "code",
-    "expires_at",
-    "locale",
-    "template",
-    "client_ip",
-    "metadata",
-];
+use otpd::domain::job::KNOWN_FIELDS as FIELDS;
 
 /// A valid job, then some of its fields replaced or removed, keys added, and its bytes
 /// possibly mangled.
