@@ -89,6 +89,11 @@ impl Fake {
         &self.accounts[sid]
     }
 
+    /// How often the provider accepted challenge `i`.
+    pub fn sends(&self, i: usize) -> u32 {
+        self.sends[i].load(Ordering::SeqCst)
+    }
+
     /// Challenges the provider accepted at least once, and sends beyond the first.
     pub fn seen_and_duplicates(&self, range: std::ops::Range<usize>) -> (usize, u64) {
         let mut seen = 0;

@@ -10,10 +10,10 @@
 //!
 //! The call slot is reserved after the commit (a paced provider's before it), so that jobs
 //! waiting on their openings do not hold the provider's slots. An attempt recorded as begun may
-//! then wait for its slot, with its lease renewed. With `resend_in_doubt` on, the commit marks
-//! its call as under way, and a crash meanwhile leaves it looking in doubt (it is then sent
-//! once, by the takeover); with it off, the mark is written once the slot is held, so that a
-//! job that never reached the provider is not failed as in doubt (docs/reliability.md).
+//! then wait for its slot, with its lease renewed. The commit marks the call as under way only
+//! when a slot is free as it is made (and `resend_in_doubt` is on); otherwise the mark is
+//! written once the slot is held, so that a job killed while it waits for a slot is not taken
+//! for one whose call may have left (docs/reliability.md).
 
 use super::deliver::{Progress, Started};
 use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
@@ -75,11 +75,13 @@ impl Dispatcher {
             }
         };
         let (keys, decide) = self.judgement(takes);
-        // A job that will wait for its slot after the commit is marked as calling only once it
-        // holds the slot, when a crash meanwhile would otherwise cost it: with resending off,
-        // a call that looks in doubt ends the job `failed`. With resending on, the takeover
-        // sends it anyway (once, as it was never made), so the write is spared.
-        let marked = reservation.is_some() || self.resend_in_doubt;
+        // In doubt only means in doubt: the commit marks the call as under way only when the
+        // call will start right after it (its slot is held, or one is free now). A job that
+        // will wait for its slot is marked once it holds it, so a crash while it waits neither
+        // flags it in doubt nor, with resending off, fails it unsent. With resending off even
+        // a free slot is not trusted, since a wrong flag would cost the job.
+        let marked =
+            reservation.is_some() || (self.resend_in_doubt && self.providers.has_room(index));
         let first = FirstAttempt {
             provider: self.providers.name(index),
             keys,

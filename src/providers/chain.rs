@@ -193,6 +193,11 @@ impl Providers {
         self.slots[index].pacer.is_some()
     }
 
+    /// Whether a call to provider `index` could start now without waiting for a slot.
+    pub fn has_room(&self, index: usize) -> bool {
+        self.slots[index].throttle.has_room() && self.in_flight.available_permits() > 0
+    }
+
     /// Waits for a call slot on provider `index` and under the global in-flight limit.
     /// Cancel-safe: dropping the future takes nothing.
     ///
