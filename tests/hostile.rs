@@ -476,3 +476,29 @@ async fn readyz_fails_while_jobs_are_in_hand_and_none_finishes() {
     assert!(body["stalled_secs"].as_u64().unwrap() >= 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_feedback_message_is_refused_unread_and_dead_lettered_as_a_bounded_head() {
+    let mut app = TestApp::spawn(|_| {}).await;
+    let body = format!(
+        "{{\"version\": 1, \"challenge_id\": \"c\", \"pad\": \"{}\"}}",
+        "\u{0}".repeat(40 * 1024)
+    )
+    .into_bytes();
+    let props = BasicProperties::default().with_type("verified".into());
+    app.publish_with(&body, "verified", props).await;
+    assert_eq!(
+        app.next_report().await.handled,
+        Handled::DeadLettered(RejectReason::TooLarge)
+    );
+    let dead = app.dead_letter().await.expect("dead-lettered");
+    assert_eq!(
+        dead.delivery.data.len(),
+        otpd::events::DEAD_LETTER_HEAD_BYTES
+    );
+    let headers = dead.delivery.properties.headers().clone().unwrap();
+    assert_eq!(
+        headers.inner().get(otpd::events::ORIGINAL_SIZE_HEADER),
+        Some(&lapin::types::AMQPValue::LongLongInt(body.len() as i64))
+    );
+}

@@ -199,3 +199,57 @@ async fn a_receipt_that_overtakes_the_send_is_applied_afterwards_and_calls_have_
         .unwrap();
     assert_eq!(pending.0, 0);
 }
+
+/// Pumping detection with receipts on: receipts move rows on from `sent`, and a burst on one
+/// number range whose codes nobody enters must still be flagged, whatever its receipts said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pumping_is_flagged_when_receipts_have_moved_the_codes_on_from_sent() {
+    let numbers: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("+141555511{i:02}"), format!("SMpump{i:02}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = numbers
+        .iter()
+        .map(|(to, sid)| (to.as_str(), sid.as_str()))
+        .collect();
+    let server = fake_twilio(&pairs).await;
+    let twilio = twilio(&server);
+    let mut app = TestApp::spawn(move |s| {
+        twilio(s);
+        s.http.public_url = PUBLIC_URL.into();
+        s.limits.enabled = false;
+        s.conversion.mode = otpd::config::ConversionMode::Shadow;
+        s.conversion.prefix_digits = 8;
+        s.conversion.min_sent = 12;
+        s.conversion.threshold = 0.5;
+        s.conversion.grace_secs = 0;
+        s.conversion.check_interval_secs = 1;
+    })
+    .await;
+    // Each code's receipt arrives as soon as it is sent, half delivered and half not, so no
+    // more than one of the range is ever in `sent` when the check runs.
+    for (i, (to, sid)) in numbers.iter().enumerate() {
+        let j = job("sms", to, "2222");
+        app.publish(&j).await;
+        app.event_where(|k, e| k == "delivery.sent" && e["challenge_id"] == id(&j))
+            .await;
+        let status = if i % 2 == 0 {
+            "delivered"
+        } else {
+            "undelivered"
+        };
+        let params = [("MessageSid", sid.as_str()), ("MessageStatus", status)];
+        assert_eq!(
+            callback(&app, &params, Some("test-token")).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_ne!(app.state_of(&id(&j)).await.0, "sent");
+    }
+    let alert = app
+        .event_where(|key, _| key == "alert.prefix_flagged")
+        .await;
+    assert_eq!(alert["prefix"], "+14155551");
+    assert_eq!(
+        (alert["sent"].as_i64(), alert["verified"].as_i64()),
+        (Some(12), Some(0))
+    );
+}

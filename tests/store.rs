@@ -11,7 +11,8 @@ use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
 use otpd::domain::{DeliveryState, Job};
 use otpd::limits::{Counter, Refusal};
 use otpd::store::{
-    Claim, Decide, Finish, FirstAttempt, NewDelivery, Opened, Owner, Rejected, Store,
+    Claim, Decide, Finish, FirstAttempt, NewDelivery, Opened, Owner, ReceiptOutcome, Rejected,
+    Store,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -407,4 +408,84 @@ async fn every_field(store: &Store, a: &str, b: &str, c: &str) -> Result<(), Tes
             .await,
     )?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_moves_only_the_message_its_own_provider_sent() {
+    let (db, store) = scratch_store().await;
+    // Two vendors gave their messages the same id, as short numeric SMSC ids do.
+    for (id, provider) in [("via-a", "smsc_a"), ("via-b", "smsc_b")] {
+        sqlx::query(
+            "INSERT INTO deliveries (challenge_id, state, provider, provider_message_id)
+             VALUES ($1, 'sent', $2, '1001')",
+        )
+        .bind(id)
+        .bind(provider)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO provider_messages (provider_message_id, challenge_id) VALUES ('1001', $1)",
+        )
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let heard_by = ["smsc_b".to_string()];
+    let outcome = store
+        .apply_receipt(&heard_by, "1001", DeliveryState::Undelivered, Some("err 1"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ReceiptOutcome::Applied(row) if row.challenge_id == "via-b"));
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT challenge_id, state FROM deliveries ORDER BY challenge_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("via-a".to_string(), "sent".to_string()),
+            ("via-b".to_string(), "undelivered".to_string())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_feedback_counts_only_for_a_code_sent_and_not_long_expired() {
+    let (db, store) = scratch_store().await;
+    for (id, state, expired_mins_ago) in [
+        ("sent-fresh", "sent", -5),
+        ("delivered-just-expired", "delivered", 1),
+        ("sent-long-expired", "sent", 60),
+        ("rate-limited", "rate_limited", -5),
+        ("rejected", "rejected", -5),
+    ] {
+        sqlx::query(
+            "INSERT INTO deliveries (challenge_id, state, expires_at)
+             VALUES ($1, $2, now() - make_interval(mins => $3))",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(expired_mins_ago)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let late = Duration::from_secs(600);
+    let mut counted = Vec::new();
+    for id in [
+        "sent-fresh",
+        "delivered-just-expired",
+        "sent-long-expired",
+        "rate-limited",
+        "rejected",
+        "unknown",
+    ] {
+        if store.record_verified(id, late).await.unwrap() {
+            counted.push(id);
+        }
+    }
+    assert_eq!(counted, ["sent-fresh", "delivered-just-expired"]);
 }
