@@ -3,9 +3,12 @@
 
 use super::{Dispatcher, Disposition, Halt, Outcome, Processed};
 use crate::config::SigningMode;
+use crate::domain::DeliveryState;
 use crate::domain::{Job, RejectReason, Rejection};
+use crate::events::StatusEvent;
 use crate::limits::signing::Signed;
-use crate::metrics::SignatureLabels;
+use crate::metrics::{ReasonLabels, SignatureLabels};
+use crate::store::Rejected;
 use std::collections::BTreeMap;
 
 /// The AMQP `type` property of a feedback message.
@@ -106,5 +109,41 @@ impl Dispatcher {
             challenge_id: Some(id.to_string()),
             disposition,
         }
+    }
+
+    /// Dead-letters a refused message: counted, and recorded with a `rejected` event when it
+    /// names a challenge. A refused record does not stop the event or the dead letter.
+    pub(super) async fn reject(
+        &self,
+        r: Rejection,
+        metadata: &BTreeMap<String, String>,
+    ) -> Disposition {
+        let challenge_id = r.challenge_id.as_ref().map(|c| c.as_str());
+        tracing::warn!(reason = r.reason.code(), detail = %r.detail, challenge_id, "job rejected");
+        self.metrics
+            .rejected
+            .get_or_create(&ReasonLabels {
+                reason: r.reason.code(),
+            })
+            .inc();
+        if let Some(id) = &r.challenge_id {
+            let rec = Rejected {
+                challenge_id: id,
+                reason: r.reason.code(),
+                detail: &r.detail,
+            };
+            if let Err(Halt::Interrupted) = self.persist(|| self.store.record_rejection(&rec)).await
+            {
+                return Disposition::Abandon;
+            }
+            let mut event = StatusEvent::new(id, DeliveryState::Rejected, metadata);
+            event.reason = Some(r.reason.code());
+            event.detail = Some(&r.detail);
+            if let Err(e) = self.publisher.publish_event(&event).await {
+                tracing::warn!(error = %e, "could not publish the rejected event");
+                return Disposition::Abandon;
+            }
+        }
+        Disposition::DeadLetter(r)
     }
 }

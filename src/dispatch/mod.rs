@@ -25,11 +25,11 @@ use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
 use crate::limits::signing::Verifier;
-use crate::metrics::{ChannelLabels, Metrics, ReasonLabels};
+use crate::metrics::{ChannelLabels, Metrics};
 use crate::providers::Providers;
 use crate::render::Message;
 use crate::retry::RetryPolicy;
-use crate::store::{Claim, NewDelivery, Owner, Recorded, Rejected, Store};
+use crate::store::{Claim, NewDelivery, Owner, Recorded, Store};
 use crate::templates::{RenderError, Templates};
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -191,36 +191,6 @@ impl Dispatcher {
             challenge_id,
             disposition,
         }
-    }
-
-    async fn reject(&self, r: Rejection, metadata: &BTreeMap<String, String>) -> Disposition {
-        tracing::warn!(reason = r.reason.code(), detail = %r.detail, challenge_id = ?r.challenge_id.as_ref().map(|c| c.as_str()), "job rejected");
-        self.metrics
-            .rejected
-            .get_or_create(&ReasonLabels {
-                reason: r.reason.code(),
-            })
-            .inc();
-        if let Some(id) = &r.challenge_id {
-            let rec = Rejected {
-                challenge_id: id,
-                reason: r.reason.code(),
-                detail: &r.detail,
-            };
-            // A refused record is logged by `persist`; the event and the dead letter still go.
-            if let Err(Halt::Interrupted) = self.persist(|| self.store.record_rejection(&rec)).await
-            {
-                return Disposition::Abandon;
-            }
-            let mut event = StatusEvent::new(id, DeliveryState::Rejected, metadata);
-            event.reason = Some(r.reason.code());
-            event.detail = Some(&r.detail);
-            if let Err(e) = self.publisher.publish_event(&event).await {
-                tracing::warn!(error = %e, "could not publish the rejected event");
-                return Disposition::Abandon;
-            }
-        }
-        Disposition::DeadLetter(r)
     }
 
     /// Claims the challenge and works it to an outcome.
