@@ -99,16 +99,26 @@ async fn with_resend_off_a_timed_out_call_ends_failed_in_doubt_without_a_second_
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
-/// With resending off, a job whose worker is killed while it waits for its call slot, after
-/// its opening commit, was never sent: the worker that takes it over sends it, not in doubt.
-/// (The job holding the slot was calling, so it is in doubt and, with resending off, failed.)
+/// A job whose worker is killed while it waits for its call slot, after its opening commit,
+/// was never sent: the worker that takes it over sends it, not in doubt, whether resending is
+/// on or off. (The job holding the slot was calling, so it is in doubt: resent with resending
+/// on, failed with it off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_while_waiting_for_its_call_slot_is_sent_by_the_takeover_not_in_doubt() {
+    killed_while_waiting_for_its_slot(true).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_resend_off_a_job_killed_while_waiting_for_its_call_slot_is_sent_by_the_takeover() {
+    killed_while_waiting_for_its_slot(false).await;
+}
+
+async fn killed_while_waiting_for_its_slot(resend: bool) {
     let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
     // The first call holds the only slot for longer than the test runs; later ones are answered.
     let held = created("SM1").set_delay(Duration::from_secs(60));
     let server = first_then_created(Signal(arrived, held)).await;
-    let overrides = settings(&server, false);
+    let overrides = settings(&server, resend);
     let mut app = TestApp::spawn(move |s| {
         overrides(s);
         s.retry.attempt_timeout_ms = 5000;
@@ -126,7 +136,10 @@ async fn with_resend_off_a_job_killed_while_waiting_for_its_call_slot_is_sent_by
         ("PROVIDERS__TWILIO__SMS_FROM", "+15005550006"),
         ("PROVIDERS__TWILIO__MAX_CONCURRENCY", "1"),
         ("RETRY__ATTEMPT_TIMEOUT_MS", "5000"),
-        ("DELIVERY__RESEND_IN_DOUBT", "false"),
+        (
+            "DELIVERY__RESEND_IN_DOUBT",
+            if resend { "true" } else { "false" },
+        ),
     ]);
     let calling = job("sms", "+14155550123", "271828");
     app.publish(&calling).await;
@@ -159,11 +172,14 @@ async fn with_resend_off_a_job_killed_while_waiting_for_its_call_slot_is_sent_by
     let sent = &terminal[&id(&waiting)];
     assert_eq!(sent["state"], "sent", "{sent}");
     assert_eq!(sent["in_doubt"], false, "{sent}");
-    let failed = &terminal[&id(&calling)];
-    assert_eq!(failed["state"], "failed", "{failed}");
-    assert_eq!(failed["in_doubt"], true, "{failed}");
-    // One call each: the held one, and the waiting job's, made once by the new worker.
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let doubted = &terminal[&id(&calling)];
+    let expected = if resend { "sent" } else { "failed" };
+    assert_eq!(doubted["state"], expected, "{doubted}");
+    assert_eq!(doubted["in_doubt"], true, "{doubted}");
+    // The held call, the waiting job's call made once by the new worker, and with resending
+    // on the held job's second call.
+    let calls = if resend { 3 } else { 2 };
+    assert_eq!(server.received_requests().await.unwrap().len(), calls);
 }
 
 /// The state of a challenge's row, if it has one yet.
