@@ -138,8 +138,8 @@ impl Dispatcher {
     /// Processes one message. Never panics on input; every path ends in a disposition.
     pub async fn process(&self, m: Inbound<'_>) -> Processed {
         // The rare paths are boxed: a job's future is as large as its largest state, and a
-        // thousand of them are in flight under load.
-        // Size first, before a signature is computed or any parser runs, for every kind.
+        // thousand of them are in flight under load. Size comes first, before a signature is
+        // computed or any parser runs, for every kind of message.
         if m.body.len() > MAX_BODY_BYTES {
             let detail = format!(
                 "body is {} bytes; the limit is {MAX_BODY_BYTES}",
