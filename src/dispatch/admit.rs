@@ -46,7 +46,7 @@ impl Dispatcher {
         owner: Owner<'_>,
         r: Refusal,
     ) -> Result<Outcome, Halt> {
-        tracing::info!(reason = r.reason, rule = ?r.rule, detail = %r.detail, "job refused by a limit or abuse control");
+        tracing::info!(reason = r.reason, rule = r.rule.as_deref(), detail = %r.detail, "job refused by a limit or abuse control");
         self.metrics
             .limited
             .get_or_create(&LimitLabels {

@@ -83,7 +83,8 @@ impl Verifier {
         let key = self
             .keys
             .get(kid)
-            .ok_or_else(|| SignatureError::UnknownKey(kid.chars().take(64).collect()))?;
+            // The publisher's text, on its way to a log line and a dead letter's header.
+            .ok_or_else(|| SignatureError::UnknownKey(crate::domain::text::clean(kid, 64)))?;
         let sig = hex::decode(sig).map_err(|_| SignatureError::Malformed)?;
         if message.kind.is_some_and(|k| k.contains('\n')) {
             return Err(SignatureError::Mismatch);
@@ -185,7 +186,11 @@ mod tests {
             v.verify(Some(&forged), job(b"{}"), 1000),
             Err(SignatureError::Mismatch)
         );
-        let unknown = sign("k9", KEY, 1000, job(b"{}"));
+        let unknown = sign("k9\u{1b}[2J", KEY, 1000, job(b"{}"));
+        assert_eq!(
+            v.verify(Some(&unknown), job(b"{}"), 1000),
+            Err(SignatureError::UnknownKey("k9[2J".into()))
+        );
         assert_eq!(
             v.verify(Some(&unknown), job(b"{}"), 1000)
                 .unwrap_err()
