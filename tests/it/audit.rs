@@ -2,11 +2,9 @@
 //! records and is itself recorded, `otpd audit verify` still passes after it, and it fails on
 //! an edited, a deleted or a removed newest event.
 
-mod support;
-
+use crate::support::*;
 use otpd::audit::chain;
 use otpd::store::{SEAL_PATIENCE, Store};
-use support::*;
 
 async fn exec(app: &TestApp, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))

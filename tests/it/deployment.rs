@@ -1,10 +1,8 @@
 //! Deployment: the systemd watchdog protocol, spoken by the real binary to a notify socket
 //! this test owns, as systemd would.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 use tokio::net::UnixDatagram;
 
 /// Collects sd_notify datagrams until one equals `wanted`; returns all seen.

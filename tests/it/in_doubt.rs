@@ -1,14 +1,12 @@
 //! A provider call that outlives its timeout may or may not have sent the code: it is *in
 //! doubt*. otpd says so in the event and the metric, and resends only if configured to.
 
-mod support;
-
+use crate::support::{ACCOUNT_SID, PATIENCE, Signal, TestApp, created, id, job, twilio};
 use otpd::config::Settings;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::time::Duration;
-use support::{ACCOUNT_SID, PATIENCE, Signal, TestApp, created, id, job, twilio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Respond};
 

@@ -2,8 +2,8 @@
 //! fast path writes for new, refused and already recorded challenges; and, as properties,
 //! that hostile text in any field and whatever the parsers pass is stored, clean.
 
-mod support;
-
+use crate::support::hostile;
+use crate::support::scratch::ScratchDb;
 use chrono::{Duration as Minutes, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::future::join_all;
@@ -18,8 +18,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use std::sync::Arc;
 use std::time::Duration;
-use support::hostile;
-use support::scratch::ScratchDb;
 
 fn takes_one() -> Decide {
     Arc::new(|counters: &[Counter], now| {

@@ -31,7 +31,7 @@ fn exported() -> BTreeSet<String> {
 fn the_dashboard_and_alerts_use_only_exported_metrics() {
     let exported = exported();
     let dashboard: serde_json::Value =
-        serde_json::from_str(include_str!("../dashboards/otpd.json")).unwrap();
+        serde_json::from_str(include_str!("../../dashboards/otpd.json")).unwrap();
     let mut exprs = String::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
@@ -41,7 +41,7 @@ fn the_dashboard_and_alerts_use_only_exported_metrics() {
     }
     let used = names(&exprs);
     assert!(used.len() >= 12, "{used:?}");
-    let alerts = names(include_str!("../dashboards/alerts.yml"));
+    let alerts = names(include_str!("../../dashboards/alerts.yml"));
     assert!(alerts.len() >= 6, "{alerts:?}");
     for name in used.iter().chain(&alerts) {
         assert!(

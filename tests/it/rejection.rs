@@ -2,14 +2,12 @@
 //! header, an audit row and a `rejected` event when its challenge_id was readable, and otpd
 //! keeps consuming.
 
-mod support;
-
+use crate::support::{TestApp, id, job};
 use lapin::types::AMQPValue;
 use otpd::dispatch::Outcome;
 use otpd::domain::{DeliveryState, RejectReason};
 use otpd::intake::Handled;
 use serde_json::{Value, json};
-use support::{TestApp, id, job};
 
 struct Case {
     name: &'static str,

@@ -2,14 +2,12 @@
 //! API and Plivo's Message API, each against a fake on loopback that answers as the vendor
 //! does. Only the URL's host and the secrets are changed from the examples.
 
-mod support;
-
+use crate::support::{TestApp, id, job};
 use otpd::config::{ProviderConfig, Secret, load_from_str};
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::collections::HashMap;
-use support::{TestApp, id, job};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

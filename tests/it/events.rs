@@ -1,10 +1,8 @@
 //! Status event options: with `amqp.publish_accepted = false` a job's first event is its
 //! terminal one, on every path that would otherwise announce `accepted` first.
 
-mod support;
-
+use crate::support::{TestApp, created, id, job, twilio};
 use serde_json::Value;
-use support::{TestApp, created, id, job, twilio};
 use wiremock::{Mock, MockServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,9 @@
 //! half up after a restart) must not stop consumption for good. lapin's handshake has no
 //! timeout of its own; `amqp.setup_timeout_ms` bounds a session's setup.
 
-mod support;
-
+use crate::support::{TestApp, created, id, job, twilio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use support::{TestApp, created, id, job, twilio};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::{Mock, MockServer};
 

@@ -1,11 +1,9 @@
 //! The admin API through HTTP: the bearer token, "where is my code?", paging, provider
 //! health, and every answer checked against the OpenAPI document in docs/.
 
-mod support;
-
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
@@ -17,7 +15,7 @@ struct Admin {
 
 impl Admin {
     fn new(app: &TestApp) -> Admin {
-        let spec = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+        let spec = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
         Admin {
             base: format!("http://{}", app.http),
             client: reqwest::Client::new(),

@@ -3,8 +3,7 @@
 //! megabytes, a trickle or the destination in their error text, forged meanings under a valid
 //! signature, and clients that open connections and never finish their request.
 
-mod support;
-
+use crate::support::*;
 use lapin::BasicProperties;
 use otpd::config::SigningMode;
 use otpd::dispatch::Outcome;
@@ -14,7 +13,6 @@ use otpd::intake::Handled;
 use otpd::limits::signing::{self, Signed};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};

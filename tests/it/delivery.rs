@@ -1,14 +1,12 @@
 //! End to end through the public contract: a job on the real broker reaches a fake provider,
 //! its row reaches its terminal state in the real database, and its status event arrives.
 
-mod support;
-
+use crate::support::{Signal, TestApp, created, id, job, twilio};
 use otpd::config::SmtpTls;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use serde_json::Value;
-use support::{Signal, TestApp, created, id, job, twilio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -76,7 +74,7 @@ async fn an_sms_job_reaches_twilio_and_ends_sent_with_an_event() {
     assert_eq!(event["event_id"], format!("{}/sent", id(&job)));
     // The daemon publishes exactly the fields docs/job-v1.md documents.
     let documented: Value =
-        serde_json::from_str(include_str!("../docs/examples/event-sent.json")).unwrap();
+        serde_json::from_str(include_str!("../../docs/examples/event-sent.json")).unwrap();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     let (mut published, mut expected) = (keys(&event), keys(&documented));
     published.sort();
@@ -119,7 +117,7 @@ async fn a_voice_job_places_a_call_that_reads_the_digits_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_job_is_delivered_over_smtp_as_text_and_html() {
-    let mut smtp = support::smtp::FakeSmtp::start().await;
+    let mut smtp = crate::support::smtp::FakeSmtp::start().await;
     let port = smtp.port;
     let mut app = TestApp::spawn(move |s| {
         s.channels.email = "smtp".into();
@@ -211,7 +209,7 @@ async fn republished_and_redelivered_jobs_are_not_sent_twice_and_redeliveries_re
     // The identity service's copy found the event published and sent none. The redelivered
     // copy may be the one whose first delivery committed and died before its event, so it
     // publishes the event again. A later job's terminal event closes the count.
-    let marker = support::job("sms", "+14155550124", "246802");
+    let marker = crate::support::job("sms", "+14155550124", "246802");
     app.publish(&marker).await;
     let mut sent_events = 0;
     loop {
@@ -363,7 +361,7 @@ async fn a_graceful_stop_lets_the_job_in_flight_finish_and_ack() {
     let mut app = TestApp::spawn(twilio(&server)).await;
     let job = job("sms", "+14155550123", "909090");
     app.publish(&job).await;
-    tokio::time::timeout(support::PATIENCE, calls.recv())
+    tokio::time::timeout(crate::support::PATIENCE, calls.recv())
         .await
         .expect("the provider call started: the job is in flight");
 

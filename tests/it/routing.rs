@@ -2,13 +2,11 @@
 //! Twilio account, a UK mobile prefix through a second, and everything else through the
 //! channel's own chain, each account faked by its own wiremock server.
 
-mod support;
-
+use crate::support::{TestApp, id, job};
 use otpd::config::Chain;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
-use support::{TestApp, id, job};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

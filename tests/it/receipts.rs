@@ -1,11 +1,9 @@
 //! Provider receipts through the public contract: Twilio's signed status callbacks move a
 //! `sent` delivery to `delivered` or `undelivered`, once, and publish the event.
 
-mod support;
-
+use crate::support::*;
 use otpd::providers::twilio_receipt::signature;
 use reqwest::StatusCode;
-use support::*;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -216,13 +214,7 @@ async fn pumping_is_flagged_when_receipts_have_moved_the_codes_on_from_sent() {
     let mut app = TestApp::spawn(move |s| {
         twilio(s);
         s.http.public_url = PUBLIC_URL.into();
-        s.limits.enabled = false;
-        s.conversion.mode = otpd::config::ConversionMode::Shadow;
-        s.conversion.prefix_digits = 8;
-        s.conversion.min_sent = 12;
-        s.conversion.threshold = 0.5;
-        s.conversion.grace_secs = 0;
-        s.conversion.check_interval_secs = 1;
+        crate::limits::judge_bursts_of_12(s, otpd::config::ConversionMode::Shadow);
     })
     .await;
     // Each code's receipt arrives as soon as it is sent, half delivered and half not, so no

@@ -1,13 +1,11 @@
 //! Failover along a channel's provider chain, end to end: two Twilio accounts, each faked by its
 //! own wiremock server, behind one SMS chain `primary, backup`.
 
-mod support;
-
+use crate::support::{Signal, TestApp, created, id, job};
 use otpd::config::Settings;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
-use support::{Signal, TestApp, created, id, job};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -197,11 +195,11 @@ async fn a_providers_call_limit_holds_under_a_burst_and_each_job_is_sent_once() 
     let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel();
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path(messages(support::ACCOUNT_SID)))
+        .and(path(messages(crate::support::ACCOUNT_SID)))
         .respond_with(Signal(arrivals, created("SM1").set_delay(CALL)))
         .mount(&server)
         .await;
-    let twilio = support::twilio(&server);
+    let twilio = crate::support::twilio(&server);
     let mut app = TestApp::spawn(move |s| {
         twilio(s);
         s.providers.twilio_mut("twilio").max_concurrency = 2;

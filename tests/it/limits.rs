@@ -1,14 +1,12 @@
 //! Limits and abuse controls on the real database and broker (docs/limits.md).
 
-mod support;
-
+use crate::support::{Signal, TestApp, id, job, twilio};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use otpd::config::{ConversionMode, Settings, SigningMode};
 use otpd::limits::signing;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use support::{Signal, TestApp, id, job, twilio};
 use wiremock::ResponseTemplate;
 
 /// Only the named shipped rules stay on.
@@ -227,7 +225,7 @@ fn verified(challenge_id: &str) -> Vec<u8> {
 /// Conversion checked every second, on 8-digit ranges, with limits off. Only a 12-number burst
 /// reaches the volume at which a range is judged, and only once all of it was sent, so the
 /// tests do not race the check.
-fn judge_bursts_of_12(s: &mut Settings, mode: ConversionMode) {
+pub(crate) fn judge_bursts_of_12(s: &mut Settings, mode: ConversionMode) {
     s.limits.enabled = false;
     s.conversion.mode = mode;
     s.conversion.prefix_digits = 8;

@@ -1,17 +1,15 @@
 //! A code is a secret: after SMS, voice and email jobs (including a retried and a rejected one),
 //! neither the code nor the full destination appears in any log line, at debug level for every
 //! crate, in any table or in any status event, even where a vendor quotes the destination back
-//! in its error (Twilio, SMTP, an HTTP vendor, an SMSC's receipt). Its own test binary, because
-//! it installs the global subscriber.
+//! in its error (Twilio, SMTP, an HTTP vendor, an SMSC's receipt). It installs the global
+//! subscriber, so it relies on nextest running each test in a process of its own.
 
-mod support;
-
+use crate::support::smsc::{FakeSmsc, PASSWORD};
+use crate::support::{ACCOUNT_SID, TestApp, id, job};
 use otpd::config::{ProviderConfig, SmppSettings, SmtpTls};
 use otpd::intake::Handled;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use support::smsc::{FakeSmsc, PASSWORD};
-use support::{ACCOUNT_SID, TestApp, id, job};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -114,7 +112,7 @@ async fn the_code_and_destination_appear_in_no_log_and_no_table() {
         source_addr: "Acme".into(),
         ..SmppSettings::default()
     });
-    let smtp = support::smtp::FakeSmtp::start().await;
+    let smtp = crate::support::smtp::FakeSmtp::start().await;
     let (base, port) = (server.uri(), smtp.port);
     let mut app = TestApp::spawn(move |s| {
         s.channels.sms = "twilio".into();

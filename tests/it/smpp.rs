@@ -2,15 +2,13 @@
 //! submit GSM-7 text, turn the SMSC's deliver_sm receipt into a `delivered` event, reconnect
 //! after the SMSC drops the session, and refuse to deliver with a wrong password.
 
-mod support;
-
+use crate::support::smsc::{FakeSmsc, PASSWORD};
+use crate::support::{PATIENCE, TestApp, id, job};
 use otpd::config::{ProviderConfig, SmppSettings};
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::sync::atomic::Ordering;
-use support::smsc::{FakeSmsc, PASSWORD};
-use support::{PATIENCE, TestApp, id, job};
 
 const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
 

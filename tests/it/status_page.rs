@@ -1,11 +1,9 @@
 //! `otpd report` and `/status` over a seeded database; the page is loaded in a real headless
 //! Chromium (Debian's `chromium`, installed by .ci/run), which also takes a screenshot.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::*;
 
 /// 50 GB SMS through twilio (45 delivered, 3 undelivered with 30003, 2 failed), 20 FR SMS
 /// through twilio_backup, 10 emails, 5 rate-limited SMS, and 7 deliveries from two hours ago

@@ -2,8 +2,6 @@
 //! this machine, with a database and AMQP names of its own so that tests run in parallel, and
 //! removes both when the test ends, passed or failed.
 
-#![allow(dead_code)]
-
 pub mod hostile;
 pub mod scratch;
 pub mod smsc;

@@ -1,0 +1,26 @@
+//! The integration tests, one binary: end to end on the real RabbitMQ and PostgreSQL, each
+//! test with its own database and AMQP names (`support`), so that they run in parallel and
+//! leave nothing behind. One binary links the crate once instead of once per file.
+
+mod support;
+
+mod admin;
+mod audit;
+mod broker;
+mod contract;
+mod dashboards;
+mod delivery;
+mod deployment;
+mod events;
+mod failover;
+mod hostile;
+mod http_vendors;
+mod in_doubt;
+mod limits;
+mod receipts;
+mod rejection;
+mod routing;
+mod secrecy;
+mod smpp;
+mod status_page;
+mod store;
