@@ -1,8 +1,8 @@
 //! The accept loop, written out rather than `axum::serve` because a listener open to vendors'
 //! webhooks must bound what a slow or hostile client can hold: `axum::serve` has no
-//! header-read timeout and no connection cap, and a few hundred half-sent requests used to
-//! stop `/healthz` (and with it the systemd watchdog) and take the file descriptors that
-//! provider calls need.
+//! header-read timeout and no connection cap, so a few hundred half-sent requests can stop
+//! `/healthz` (and with it the systemd watchdog) and take the file descriptors that provider
+//! calls need.
 //!
 //! - Each connection must send its request head within `http.header_timeout_ms` (hyper's
 //!   header-read timeout; it also bounds an idle keep-alive connection's next request).
