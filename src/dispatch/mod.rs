@@ -20,7 +20,6 @@ pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
 use crate::config::{ConversionSettings, Settings};
-use crate::domain::job::MAX_BODY_BYTES;
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
@@ -140,12 +139,7 @@ impl Dispatcher {
         // The rare paths are boxed: a job's future is as large as its largest state, and a
         // thousand of them are in flight under load. Size comes first, before a signature is
         // computed or any parser runs, for every kind of message.
-        if m.body.len() > MAX_BODY_BYTES {
-            let detail = format!(
-                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                m.body.len()
-            );
-            let r = Rejection::new(crate::domain::RejectReason::TooLarge, detail);
+        if let Err(r) = crate::domain::job::check_size(m.body) {
             return Processed {
                 challenge_id: None,
                 disposition: Box::pin(self.reject(r, &BTreeMap::new())).await,

@@ -133,13 +133,7 @@ impl Rejection {
 impl Job {
     /// Parses and validates one message body.
     pub fn parse(body: &[u8]) -> Result<Job, Rejection> {
-        if body.len() > MAX_BODY_BYTES {
-            let detail = format!(
-                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                body.len()
-            );
-            return Err(Rejection::new(RejectReason::TooLarge, detail));
-        }
+        check_size(body)?;
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             // serde_json's message gives line and column only, never the offending text.
             Rejection::new(RejectReason::MalformedJson, format!("not valid JSON: {e}"))
@@ -318,6 +312,18 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// The size limit of every message, checked before anything reads it.
+pub fn check_size(body: &[u8]) -> Result<(), Rejection> {
+    if body.len() <= MAX_BODY_BYTES {
+        return Ok(());
+    }
+    let detail = format!(
+        "body is {} bytes; the limit is {MAX_BODY_BYTES}",
+        body.len()
+    );
+    Err(Rejection::new(RejectReason::TooLarge, detail))
+}
+
 /// A `verified` feedback message (docs/job-v1.md): `{"version": 1, "challenge_id": "…"}`.
 pub fn parse_verified(body: &[u8]) -> Result<ChallengeId, Rejection> {
     #[derive(serde::Deserialize)]
@@ -327,13 +333,7 @@ pub fn parse_verified(body: &[u8]) -> Result<ChallengeId, Rejection> {
         challenge_id: String,
     }
     let invalid = |detail: String| Rejection::new(RejectReason::InvalidFeedback, detail);
-    if body.len() > MAX_BODY_BYTES {
-        let detail = format!(
-            "body is {} bytes; the limit is {MAX_BODY_BYTES}",
-            body.len()
-        );
-        return Err(Rejection::new(RejectReason::TooLarge, detail));
-    }
+    check_size(body)?;
     let v: Verified = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     match v.version {
         1 => ChallengeId::parse(&v.challenge_id).map_err(invalid),
