@@ -1,4 +1,4 @@
-//! SMS segment counting (issue 7): what a message costs, since vendors bill per segment.
+//! SMS segment counting: what a message costs, since vendors bill per segment.
 //!
 //! A message that fits the GSM 03.38 alphabet is sent as 7-bit septets: 160 in one segment, or
 //! 153 per segment when concatenated (the user-data header takes the rest). Characters of the
