@@ -2,8 +2,8 @@
 //! API and Plivo's Message API, each against a fake on loopback that answers as the vendor
 //! does. Only the URL's host and the secrets are changed from the examples.
 
-use crate::support::{TestApp, id, job};
-use otpd::config::{ProviderConfig, Secret, load_from_str};
+use crate::support::{TestApp, id, job, provider_example as example};
+use otpd::config::ProviderConfig;
 use otpd::dispatch::Outcome;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
@@ -13,29 +13,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
 const FAILED: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Failed));
-
-/// The example's provider `name`, pointed at `base` with `secrets`.
-fn example(file: &str, name: &str, base: &str, secrets: &[(&str, &str)]) -> ProviderConfig {
-    let path = format!(
-        "{}/docs/examples/providers/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    // A real provider needs a key of its own (the development key is refused with one).
-    let toml = std::fs::read_to_string(path).unwrap()
-        + "\n[store]\ndestination_hmac_key = \"test-only-destination-hmac-key-0123456789\"\n";
-    let mut s = load_from_str(&toml).unwrap();
-    let Some(ProviderConfig::Http(mut h)) = s.providers.0.remove(name) else {
-        panic!("{file} has no http provider {name}")
-    };
-    h.url = h
-        .url
-        .replace("https://rest.nexmo.com", base)
-        .replace("https://api.plivo.com", base);
-    for (k, v) in secrets {
-        h.secrets.insert(k.to_string(), Secret::from(*v));
-    }
-    ProviderConfig::Http(h)
-}
 
 async fn spawn(name: &'static str, provider: ProviderConfig) -> TestApp {
     TestApp::spawn(move |s| {

@@ -235,6 +235,19 @@ pub(crate) fn judge_bursts_of_12(s: &mut Settings, mode: ConversionMode) {
     s.conversion.check_interval_secs = 1;
 }
 
+/// The alert for `pumping_burst`'s range: 12 sent, none verified.
+pub(crate) async fn pumping_burst_flagged(app: &mut TestApp) -> Value {
+    let alert = app
+        .event_where(|key, _| key == "alert.prefix_flagged")
+        .await;
+    assert_eq!(alert["prefix"], "+14155551");
+    assert_eq!(
+        (alert["sent"].as_i64(), alert["verified"].as_i64()),
+        (Some(12), Some(0))
+    );
+    alert
+}
+
 /// Twelve adjacent numbers of the range +14155551, whose codes nobody will enter.
 fn pumping_burst() -> Vec<Value> {
     (0..12)
@@ -262,14 +275,7 @@ async fn a_pumping_burst_on_one_range_is_blocked_while_a_converting_range_is_not
         app.publish_with(&verified(&id(j)), "verified", props).await;
         app.report_for(&id(j)).await;
     }
-    let alert = app
-        .event_where(|key, _| key == "alert.prefix_flagged")
-        .await;
-    assert_eq!(alert["prefix"], "+14155551");
-    assert_eq!(
-        (alert["sent"].as_i64(), alert["verified"].as_i64()),
-        (Some(12), Some(0))
-    );
+    let alert = pumping_burst_flagged(&mut app).await;
     assert_eq!(alert["mode"], "enforce");
     let next_pumped = job("sms", "+14155551999", "3333");
     let next_good = job("sms", "+14155550999", "4444");

@@ -5,7 +5,7 @@
 //! subscriber, so it relies on nextest running each test in a process of its own.
 
 use crate::support::smsc::{FakeSmsc, PASSWORD};
-use crate::support::{ACCOUNT_SID, TestApp, id, job};
+use crate::support::{ACCOUNT_SID, TestApp, id, job, provider_example};
 use otpd::config::{ProviderConfig, SmppSettings, SmtpTls};
 use otpd::intake::Handled;
 use std::io::Write;
@@ -47,22 +47,6 @@ const SECRETS: [&str; 9] = [
     "33612345678",
 ];
 
-/// The Vonage example (an `http` provider) aimed at `base`.
-fn vonage(base: &str) -> ProviderConfig {
-    let path = format!(
-        "{}/docs/examples/providers/vonage.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let toml = std::fs::read_to_string(path).unwrap()
-        + "\n[store]\ndestination_hmac_key = \"test-only-destination-hmac-key-0123456789\"\n";
-    let mut s = otpd::config::load_from_str(&toml).unwrap();
-    let Some(ProviderConfig::Http(mut h)) = s.providers.0.remove("vonage") else {
-        panic!("the example has a vonage provider")
-    };
-    h.url = h.url.replace("https://rest.nexmo.com", base);
-    ProviderConfig::Http(h)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_code_and_destination_appear_in_no_log_and_no_table() {
     let logs = Captured::default();
@@ -101,7 +85,7 @@ async fn the_code_and_destination_appear_in_no_log_and_no_table() {
         })))
         .mount(&vonage_server)
         .await;
-    let vonage = vonage(&vonage_server.uri());
+    let vonage = provider_example("vonage.toml", "vonage", &vonage_server.uri(), &[]);
     let smsc = FakeSmsc::start().await;
     smsc.echo_destination
         .store(true, std::sync::atomic::Ordering::SeqCst);

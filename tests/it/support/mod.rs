@@ -464,3 +464,32 @@ pub async fn cli(suffix: &str, args: &[&str]) -> (std::process::ExitStatus, Stri
 pub fn id(job: &Value) -> String {
     job["challenge_id"].as_str().unwrap().to_string()
 }
+
+/// The example's provider `name`, pointed at `base` with `secrets`.
+pub fn provider_example(
+    file: &str,
+    name: &str,
+    base: &str,
+    secrets: &[(&str, &str)],
+) -> otpd::config::ProviderConfig {
+    let path = format!(
+        "{}/docs/examples/providers/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    // A real provider needs a key of its own (the development key is refused with one).
+    let toml = std::fs::read_to_string(path).unwrap()
+        + &format!("\n[store]\ndestination_hmac_key = \"{HMAC_KEY}\"\n");
+    let mut s = otpd::config::load_from_str(&toml).unwrap();
+    let Some(otpd::config::ProviderConfig::Http(mut h)) = s.providers.0.remove(name) else {
+        panic!("{file} has no http provider {name}")
+    };
+    h.url = h
+        .url
+        .replace("https://rest.nexmo.com", base)
+        .replace("https://api.plivo.com", base);
+    for (k, v) in secrets {
+        h.secrets
+            .insert(k.to_string(), otpd::config::Secret::from(*v));
+    }
+    otpd::config::ProviderConfig::Http(h)
+}
