@@ -4,7 +4,8 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use lapin::options::BasicPublishOptions;
-use otpd::store::{PurgeTrigger, Store};
+use otpd::audit::{PurgeTrigger, SEAL_PATIENCE, Trail};
+use otpd::store::Store;
 use otpd::{app::App, config};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => {
+            otpd::app::compile(&settings)?;
             print!(
                 "{}",
                 toml::to_string(&settings).context("printing the configuration")?
@@ -157,13 +159,13 @@ async fn report(settings: &config::Settings, since: &str, format: &str) -> anyho
 async fn purge(settings: &config::Settings, older_than: &str) -> anyhow::Result<()> {
     let age =
         otpd::audit::parse_age(older_than).map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
-    let store = store(settings)?;
+    let trail = Trail::new(&store(settings)?);
     let cutoff = Utc::now() - age;
-    store
-        .seal_all(otpd::store::SEAL_PATIENCE)
+    trail
+        .seal_all(SEAL_PATIENCE)
         .await
         .context("sealing the audit chain")?;
-    let p = store
+    let p = trail
         .purge(cutoff, PurgeTrigger::Command)
         .await
         .context("purging")?;
@@ -175,12 +177,12 @@ async fn purge(settings: &config::Settings, older_than: &str) -> anyhow::Result<
 }
 
 async fn verify(settings: &config::Settings) -> anyhow::Result<()> {
-    let store = store(settings)?;
-    store
-        .seal_all(otpd::store::SEAL_PATIENCE)
+    let trail = Trail::new(&store(settings)?);
+    trail
+        .seal_all(SEAL_PATIENCE)
         .await
         .context("sealing the audit chain")?;
-    let v = store.verify_chain().await.context("reading the chain")?;
+    let v = trail.verify_chain().await.context("reading the chain")?;
     println!(
         "checked {} events; head is event {} with hash {}; {} unsealed",
         v.checked,

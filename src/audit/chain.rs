@@ -5,25 +5,10 @@
 //! SHA-256(previous hash ‖ encoding); the first row's previous hash is 32 zero bytes, or the
 //! anchor a purge left behind.
 
-use chrono::{DateTime, Utc};
+pub use crate::store::EventFields;
 use sha2::{Digest, Sha256};
 
 pub const GENESIS: [u8; 32] = [0; 32];
-
-/// What an audit event says: the part of a row the admin API's timeline shows.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct EventFields {
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    pub state: Option<String>,
-    pub attempt: Option<i32>,
-    pub provider: Option<String>,
-    pub response_status: Option<i32>,
-    pub latency_ms: Option<i32>,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-    pub in_doubt: bool,
-}
 
 /// One audit event as it is chained.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -93,7 +78,7 @@ mod tests {
             xid: 0,
             challenge_id: "c1".into(),
             fields: EventFields {
-                at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+                at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
                 kind: "state".into(),
                 state: Some("sent".into()),
                 attempt: Some(1),

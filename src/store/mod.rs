@@ -6,7 +6,6 @@
 //! leaves either the old state or the new one, never half of both.
 
 mod admission;
-mod audit;
 mod batch;
 mod deliveries;
 mod health;
@@ -17,13 +16,12 @@ mod views;
 mod writes;
 
 pub use admission::{Admission, Decide};
-pub use audit::{PurgeTrigger, Purged, SEAL_PATIENCE, Verification};
 pub use deliveries::{Aborted, Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
 pub use health::{MinuteCount, ProviderWindow, ReportRow};
 pub use limits::Conversion;
 pub use open::{FirstAttempt, Opened};
 pub use receipts::{ReceiptOutcome, Receipted};
-pub use views::{DeliveryFilter, DeliveryView, TimelineEntry};
+pub use views::{DeliveryFilter, DeliveryView, EventFields, TimelineEntry};
 
 use crate::config::{DatabaseSettings, Secret};
 use crate::domain::text;

@@ -4,7 +4,8 @@
 
 use crate::support::*;
 use otpd::audit::chain;
-use otpd::store::{SEAL_PATIENCE, Store};
+use otpd::audit::{SEAL_PATIENCE, Trail};
+use otpd::store::Store;
 
 async fn exec(app: &TestApp, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
@@ -226,11 +227,13 @@ async fn an_event_committed_late_is_sealed_once_without_a_gap() {
     })
     .await;
     let settings = app.settings();
-    let store = Store::connect(
-        &settings.database,
-        settings.store.destination_hmac_key.clone(),
-    )
-    .unwrap();
+    let trail = Trail::new(
+        &Store::connect(
+            &settings.database,
+            settings.store.destination_hmac_key.clone(),
+        )
+        .unwrap(),
+    );
     // A writer that starts before a job and commits after it, with the larger event id.
     let mut late = app.db.begin().await.unwrap();
     sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('late', 'sent')")
@@ -250,14 +253,14 @@ async fn an_event_committed_late_is_sealed_once_without_a_gap() {
 
     // The job's events are committed but not final: a transaction older than theirs may still
     // add events that must come first.
-    assert_eq!(store.seal().await.unwrap(), 0);
+    assert_eq!(trail.seal().await.unwrap(), 0);
     late.commit().await.unwrap();
     let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM delivery_events")
         .fetch_one(&app.db)
         .await
         .unwrap();
-    store.seal_all(SEAL_PATIENCE).await.unwrap();
-    assert_eq!(store.seal().await.unwrap(), 0, "nothing is sealed twice");
+    trail.seal_all(SEAL_PATIENCE).await.unwrap();
+    assert_eq!(trail.seal().await.unwrap(), 0, "nothing is sealed twice");
 
     // Chained in commit order: the late writer's event first, though its id is the newest.
     let order: (Vec<String>, Vec<i64>) = sqlx::query_as(
@@ -337,8 +340,9 @@ async fn upgrading_keeps_the_chain_and_seals_what_was_left_unsealed() {
         db.settings.store.destination_hmac_key.clone(),
     )
     .unwrap();
-    assert_eq!(store.seal_all(SEAL_PATIENCE).await.unwrap(), 1);
-    let v = store.verify_chain().await.unwrap();
+    let trail = Trail::new(&store);
+    assert_eq!(trail.seal_all(SEAL_PATIENCE).await.unwrap(), 1);
+    let v = trail.verify_chain().await.unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     assert_eq!((v.checked, v.head_seq, v.unsealed), (4, 4, 0));
     store.close().await;

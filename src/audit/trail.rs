@@ -6,15 +6,16 @@
 //! `audit_seals` row each, and moves the head. A purge takes the same lock, so it never races
 //! a seal.
 
-use super::{Store, StoreError};
-use crate::audit::chain::{self, COLUMNS, ChainedEvent, GENESIS};
+use super::chain::{self, COLUMNS, ChainedEvent, GENESIS};
+use crate::store::{Store, StoreError};
+use sqlx::PgPool;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// The advisory lock key shared by the sealer and purges ("otpd" in ASCII).
 const CHAIN_LOCK: i64 = 0x6f74_7064;
 const SEAL_BATCH: i64 = 2000;
-/// How long a command waits for running transactions before it seals (see [`Store::seal_all`]).
+/// How long a command waits for running transactions before it seals (see [`Trail::seal_all`]).
 pub const SEAL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The result of checking the whole chain.
@@ -52,7 +53,23 @@ struct Head {
     cursor: (i64, i64),
 }
 
-impl Store {
+/// The audit trail of a store's database: its sealer, verification and purges.
+#[derive(Clone)]
+pub struct Trail {
+    pool: PgPool,
+}
+
+impl Trail {
+    pub fn new(store: &Store) -> Trail {
+        Trail {
+            pool: store.pool().clone(),
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Seals every event that is final now (see the migration `audit_seals`): those written
     /// by transactions older than the oldest one still running. Returns how many; 0 also when
     /// another instance is sealing.
