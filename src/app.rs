@@ -35,6 +35,31 @@ pub enum AppError {
     },
 }
 
+/// What the configuration compiles to before anything connects: the templates and the
+/// providers, each template rendered with a sample. Start-up and `otpd check-config` run this
+/// same stage, so what one accepts the other does.
+pub struct Compiled {
+    templates: crate::templates::Templates,
+    providers: Providers,
+    metrics: Arc<Metrics>,
+    /// Receipts providers receive on their own sessions (SMPP), for `Receipts::drain`.
+    provider_receipts: tokio::sync::mpsc::UnboundedReceiver<crate::providers::Heard>,
+}
+
+/// Compiles the templates and builds the providers; an error names the file or the key.
+pub fn compile(settings: &Settings) -> Result<Compiled, AppError> {
+    let templates = crate::templates::Templates::load(settings)?;
+    let metrics = Arc::new(Metrics::new());
+    let (receipts_tx, provider_receipts) = tokio::sync::mpsc::unbounded_channel();
+    let providers = Providers::from_settings(settings, Arc::clone(&metrics), receipts_tx)?;
+    Ok(Compiled {
+        templates,
+        providers,
+        metrics,
+        provider_receipts,
+    })
+}
+
 /// The HTTP listener's bounds (`[http]`).
 struct HttpBounds {
     serve: http::Bounds,
@@ -53,11 +78,17 @@ pub struct App {
 }
 
 impl App {
-    /// Applies migrations (when configured), builds providers and binds the HTTP listener.
-    /// Nothing is consumed until [`App::run`].
+    /// Compiles templates and providers ([`compile`]), applies migrations (when configured)
+    /// and binds the HTTP listener. Nothing is consumed until [`App::run`].
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<App, AppError> {
         // rustls needs one process-wide crypto provider; ring is the only one compiled in.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let Compiled {
+            templates,
+            providers,
+            metrics,
+            provider_receipts,
+        } = compile(&settings)?;
         if settings.store.destination_hmac_key.expose() == crate::config::DEV_HMAC_KEY {
             tracing::warn!(
                 "store.destination_hmac_key is the development default; set OTPD__STORE__DESTINATION_HMAC_KEY"
@@ -70,9 +101,6 @@ impl App {
             &settings.database,
             settings.store.destination_hmac_key.clone(),
         )?;
-        let metrics = Arc::new(Metrics::new());
-        let (receipts_tx, provider_receipts) = tokio::sync::mpsc::unbounded_channel();
-        let providers = Providers::from_settings(&settings, Arc::clone(&metrics), receipts_tx)?;
         let publisher = Arc::new(Publisher::new(
             &settings.amqp.events_exchange,
             &settings.amqp.dead_letter_exchange,
@@ -112,7 +140,6 @@ impl App {
         let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
         let amqp = settings.amqp.clone();
-        let templates = crate::templates::Templates::load(&settings)?;
         let parts = DispatcherParts {
             templates,
             store: store.clone(),

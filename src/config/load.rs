@@ -14,15 +14,6 @@ pub enum ConfigError {
     Source(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
-    /// Not a `#[source]`: the message already says everything, once.
-    #[error("configuration: {0}")]
-    Template(crate::templates::TemplateError),
-}
-
-impl From<crate::templates::TemplateError> for ConfigError {
-    fn from(e: crate::templates::TemplateError) -> ConfigError {
-        ConfigError::Template(e)
-    }
 }
 
 pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -285,8 +276,7 @@ fn validate_app(s: &Settings) -> Result<(), ConfigError> {
             ));
         }
     }
-    // Every template, compiled and rendered with a sample; the error names the file.
-    crate::templates::Templates::load(s)?;
+    // Templates are compiled, and rendered with a sample, by `app::compile`.
     Ok(())
 }
 

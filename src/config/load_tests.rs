@@ -68,24 +68,6 @@ fn a_bad_route_names_its_key() {
 }
 
 #[test]
-fn a_broken_template_names_its_file() {
-    let dir = std::env::temp_dir().join(format!("otpd-templates-{}", std::process::id()));
-    let en = dir.join("default/en");
-    std::fs::create_dir_all(&en).unwrap();
-    std::fs::write(en.join("sms.txt"), "{{ code }} {{ nope }}\n").unwrap();
-    let toml = format!("[templates]\ndir = \"{}\"\n", dir.display());
-    let err = with(&toml).unwrap_err().to_string();
-    let file = en.join("sms.txt").display().to_string();
-    assert!(err.contains(&file) && err.contains("undefined"), "{err}");
-    std::fs::write(en.join("sms.txt"), "{{ code }} {% if %}\n").unwrap();
-    let err = with(&toml).unwrap_err().to_string();
-    assert!(err.contains(&file) && err.contains("syntax"), "{err}");
-    std::fs::write(en.join("sms.txt"), "{{ code }} is your code\n").unwrap();
-    with(&toml).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
 fn a_second_account_of_a_kind_is_a_named_provider_in_a_chain() {
     // `sms_from` as a bare number is what the environment's parsing makes of
     // OTPD__PROVIDERS__TWILIO_EU__SMS_FROM=+15005550006; it must still be a string.

@@ -91,9 +91,7 @@ fn validate_http_provider(
             "must list at least one status",
         ));
     }
-    // Compiles every template and renders it with a sample; the error names the template.
-    crate::providers::http::RequestTemplates::compile(name, h)
-        .map_err(|e| invalid(format!("providers.{name}"), e.to_string()))?;
+    // The request templates are compiled, and rendered with a sample, by `app::compile`.
     Ok(())
 }
 

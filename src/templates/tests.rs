@@ -190,9 +190,7 @@ fn metadata_is_visible_only_when_allowed_and_strict_when_missing() {
         "welcome/en/sms.txt",
         "Hi {{ metadata.first_name }}, {{ code }}\n",
     )]);
-    let err = crate::config::load_from_str(&dir.toml(""))
-        .unwrap_err()
-        .to_string();
+    let err = settings_err(&dir.toml(""));
     assert!(
         err.contains("welcome/en/sms.txt") && err.contains("undefined"),
         "{err}"
@@ -224,18 +222,14 @@ fn metadata_is_visible_only_when_allowed_and_strict_when_missing() {
 fn the_segment_budget_and_app_hash_limit_refuse_long_templates() {
     let long = format!("{{{{ code }}}} {}\n", "a".repeat(150));
     let dir = Dir::new(&[("long/en/sms.txt", &long)]);
-    let err = crate::config::load_from_str(&dir.toml("sms_max_segments = 1\n"))
-        .unwrap_err()
-        .to_string();
+    let err = settings_err(&dir.toml("sms_max_segments = 1\n"));
     assert!(
         err.contains("long/en/sms.txt") && err.contains("2 segments"),
         "{err}"
     );
-    load_from_str(&dir.toml("sms_max_segments = 2\n")).unwrap();
+    Templates::load(&settings(&dir.toml("sms_max_segments = 2\n"))).unwrap();
     let hash = "[app]\nandroid_app_hash = \"FA+9qCX9VSu\"\n";
-    let err = load_from_str(&format!("{}{hash}", dir.toml("")))
-        .unwrap_err()
-        .to_string();
+    let err = settings_err(&format!("{}{hash}", dir.toml("")));
     assert!(
         err.contains("long/en/sms.txt") && err.contains("140 bytes"),
         "{err}"
@@ -245,13 +239,13 @@ fn the_segment_budget_and_app_hash_limit_refuse_long_templates() {
 #[test]
 fn a_template_without_its_default_locale_is_refused() {
     let dir = Dir::new(&[("promo/fr/sms.txt", "{{ code }}\n")]);
-    let err = load_from_str(&dir.toml("")).unwrap_err().to_string();
+    let err = settings_err(&dir.toml(""));
     assert!(
         err.contains("promo/en/sms.txt") && err.contains("default locale"),
         "{err}"
     );
     let typo = Dir::new(&[("promo/en/sms.text", "{{ code }}\n")]);
-    let err = load_from_str(&typo.toml("")).unwrap_err().to_string();
+    let err = settings_err(&typo.toml(""));
     assert!(
         err.contains("sms.text") && err.contains("unknown file"),
         "{err}"
@@ -292,6 +286,32 @@ fn a_template_can_speak_for_its_own_app() {
     );
 }
 
+/// The error of the configuration's field checks or, past them, of compiling its templates:
+/// what start-up and `otpd check-config` report.
 fn settings_err(extra: &str) -> String {
-    load_from_str(extra).unwrap_err().to_string()
+    match load_from_str(extra) {
+        Err(e) => e.to_string(),
+        Ok(s) => match Templates::load(&s) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted: {extra}"),
+        },
+    }
+}
+
+#[test]
+fn a_broken_template_names_its_file() {
+    let dir = std::env::temp_dir().join(format!("otpd-templates-{}", std::process::id()));
+    let en = dir.join("default/en");
+    std::fs::create_dir_all(&en).unwrap();
+    std::fs::write(en.join("sms.txt"), "{{ code }} {{ nope }}\n").unwrap();
+    let toml = format!("[templates]\ndir = \"{}\"\n", dir.display());
+    let err = settings_err(&toml);
+    let file = en.join("sms.txt").display().to_string();
+    assert!(err.contains(&file) && err.contains("undefined"), "{err}");
+    std::fs::write(en.join("sms.txt"), "{{ code }} {% if %}\n").unwrap();
+    let err = settings_err(&toml);
+    assert!(err.contains(&file) && err.contains("syntax"), "{err}");
+    std::fs::write(en.join("sms.txt"), "{{ code }} is your code\n").unwrap();
+    Templates::load(&settings(&toml)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,6 +16,7 @@ mod failover;
 mod hostile;
 mod http_vendors;
 mod in_doubt;
+mod layering;
 mod limits;
 mod receipts;
 mod rejection;
