@@ -7,7 +7,7 @@
 //! broker did not confirm, since a provider does not send a callback twice.
 
 use crate::config::{ProviderConfig, Secret, Settings};
-use crate::domain::{Channel, DeliveryState};
+use crate::domain::{Channel, DeliveryState, FailReason};
 use crate::events::{Publisher, StatusEvent};
 use crate::metrics::{Metrics, ReceiptLabels};
 use crate::providers::{Heard, Receipt, twilio_receipt};
@@ -197,7 +197,8 @@ impl Receipts {
             attempt: row.attempt,
             provider: row.provider.as_deref(),
             provider_message_id: row.provider_message_id.as_deref(),
-            reason: (state == DeliveryState::Undelivered).then_some("carrier_undelivered"),
+            reason: (state == DeliveryState::Undelivered)
+                .then_some(FailReason::CarrierUndelivered.code()),
             detail: None,
             rule: None,
             retry_after_secs: None,

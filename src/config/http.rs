@@ -2,6 +2,7 @@
 //! config. See docs/providers.md and the examples in docs/examples/providers/.
 
 use super::Secret;
+use crate::domain::FailReason;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -102,15 +103,15 @@ pub enum RuleOutcome {
 }
 
 impl RuleOutcome {
-    /// The `reason` code of a permanent outcome.
-    pub fn reason(self) -> &'static str {
+    /// The reason of a permanent outcome.
+    pub fn reason(self) -> FailReason {
         match self {
-            RuleOutcome::InvalidDestination => "invalid_destination",
-            RuleOutcome::ProviderAuth => "provider_auth",
-            RuleOutcome::ProviderAccount => "provider_account",
-            RuleOutcome::ProviderMisconfigured => "provider_misconfigured",
+            RuleOutcome::InvalidDestination => FailReason::InvalidDestination,
+            RuleOutcome::ProviderAuth => FailReason::ProviderAuth,
+            RuleOutcome::ProviderAccount => FailReason::ProviderAccount,
+            RuleOutcome::ProviderMisconfigured => FailReason::ProviderMisconfigured,
             RuleOutcome::Transient | RuleOutcome::RateLimited | RuleOutcome::Permanent => {
-                "provider_permanent"
+                FailReason::ProviderPermanent
             }
         }
     }

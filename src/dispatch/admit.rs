@@ -4,7 +4,7 @@
 //! challenge is counted exactly once whatever crashes and redeliveries follow.
 
 use super::{Dispatcher, Halt, Outcome, deliver};
-use crate::domain::{DeliveryState, Destination, Job, PhoneNumber};
+use crate::domain::{DeliveryState, Destination, FailReason, Job, PhoneNumber};
 use crate::limits::{Refusal, Subject, Take};
 use crate::metrics::LimitLabels;
 use crate::store::{Admission, Decide, Owner};
@@ -24,7 +24,7 @@ impl Dispatcher {
             let f = deliver::terminal(
                 DeliveryState::Expired,
                 0,
-                "expired",
+                FailReason::Expired,
                 "the code expired, or would before it could be delivered",
             );
             return self.conclude(job, owner, f).await.map(Some);
@@ -46,12 +46,12 @@ impl Dispatcher {
         owner: Owner<'_>,
         r: Refusal,
     ) -> Result<Outcome, Halt> {
-        tracing::info!(reason = r.reason, rule = r.rule.as_deref(), detail = %r.detail, "job refused by a limit or abuse control");
+        tracing::info!(reason = r.reason.code(), rule = r.rule.as_deref(), detail = %r.detail, "job refused by a limit or abuse control");
         self.metrics
             .limited
             .get_or_create(&LimitLabels {
                 channel: job.channel.as_str(),
-                reason: r.reason,
+                reason: r.reason.code(),
                 rule: r.rule.clone().unwrap_or_default(),
             })
             .inc();

@@ -2,7 +2,7 @@
 //! by the code's expiry and by the attempt budget.
 
 use super::{Dispatcher, Halt, Outcome};
-use crate::domain::{DeliveryState, Job};
+use crate::domain::{DeliveryState, FailReason, Job};
 use crate::metrics::{ChannelLabels, JobLabels};
 use crate::providers::{Pick, ProviderError, Reservation, Sent};
 use crate::render::Message;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub(super) fn terminal<'a>(
     state: DeliveryState,
     attempt: i32,
-    reason: &'a str,
+    reason: FailReason,
     detail: &'a str,
 ) -> Finish<'a> {
     Finish {
@@ -48,7 +48,7 @@ enum Next {
     /// Try again after this wait (zero: fail over at once).
     After(Duration),
     /// The job ends in this state.
-    Stop(DeliveryState, Option<&'static str>),
+    Stop(DeliveryState, Option<FailReason>),
 }
 
 /// An attempt recorded as begun by the fast path, with its call slot if it reserved one
@@ -195,25 +195,25 @@ impl Dispatcher {
         &self,
         job: &Job,
         p: &Progress,
-    ) -> Option<(DeliveryState, &'static str, &'static str)> {
+    ) -> Option<(DeliveryState, FailReason, &'static str)> {
         if !self.retry.may_start(Utc::now(), job.expires_at) {
             return Some((
                 DeliveryState::Expired,
-                "expired",
+                FailReason::Expired,
                 "the code expired before it could be delivered",
             ));
         }
         if p.in_doubt && !self.resend_in_doubt {
             return Some((
                 DeliveryState::Failed,
-                "in_doubt",
+                FailReason::InDoubt,
                 "a provider call's outcome is unknown and resend_in_doubt is off",
             ));
         }
         if p.attempt as u32 >= self.retry.max_attempts {
             return Some((
                 DeliveryState::Failed,
-                "provider_transient",
+                FailReason::ProviderTransient,
                 "every allowed attempt was made",
             ));
         }
@@ -223,7 +223,7 @@ impl Dispatcher {
     /// The retry decision for a failed attempt on provider `index`.
     fn next_after(&self, job: &Job, p: &Progress, index: usize, e: &ProviderError) -> Next {
         if e.is_in_doubt() && !self.resend_in_doubt {
-            return Next::Stop(DeliveryState::Failed, Some("in_doubt"));
+            return Next::Stop(DeliveryState::Failed, Some(FailReason::InDoubt));
         }
         let retry_after = match e {
             // Another provider may work where this one cannot work at all: fail over at once.
@@ -251,7 +251,7 @@ impl Dispatcher {
         ) {
             Decision::RetryAfter(wait) => Next::After(wait),
             Decision::Exhausted => Next::Stop(DeliveryState::Failed, None),
-            Decision::WouldExpire => Next::Stop(DeliveryState::Expired, Some("expired")),
+            Decision::WouldExpire => Next::Stop(DeliveryState::Expired, Some(FailReason::Expired)),
         }
     }
 
@@ -338,7 +338,7 @@ impl Dispatcher {
         event.attempt = f.attempt;
         event.provider = f.provider;
         event.provider_message_id = f.provider_message_id;
-        event.reason = f.reason;
+        event.reason = f.reason.map(FailReason::code);
         event.detail = f.detail;
         event.rule = f.rule;
         event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
@@ -379,9 +379,9 @@ fn failure_finish<'a>(
     in_doubt: bool,
 ) -> Finish<'a> {
     let reason = match e {
-        ProviderError::Permanent { reason, .. } => reason,
-        ProviderError::RateLimited { .. } => "provider_rate_limited",
-        ProviderError::Transient { .. } => "provider_transient",
+        ProviderError::Permanent { reason, .. } => *reason,
+        ProviderError::RateLimited { .. } => FailReason::ProviderRateLimited,
+        ProviderError::Transient { .. } => FailReason::ProviderTransient,
     };
     Finish {
         state: DeliveryState::Failed,

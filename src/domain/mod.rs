@@ -1,6 +1,7 @@
 //! Domain types: everything that crosses the edge is parsed into these once, so the rest of the
 //! daemon never sees an unvalidated phone number, address or code.
 
+mod fail;
 mod ids;
 pub mod job;
 mod mask;
@@ -8,6 +9,7 @@ mod secret_code;
 mod state;
 pub mod text;
 
+pub use fail::FailReason;
 pub use ids::{AccountId, ChallengeId};
 pub use job::{Job, RejectReason, Rejection, parse_locale};
 pub use mask::{mask_email, mask_phone};

@@ -13,7 +13,7 @@ pub use gcra::{Counter, Spec};
 use geo::GeoRefusal;
 
 use crate::config::{ConversionMode, RuleSettings, Scope, Settings};
-use crate::domain::{Channel, DeliveryState, PhoneNumber};
+use crate::domain::{Channel, DeliveryState, FailReason, PhoneNumber};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -40,15 +40,15 @@ pub struct Take {
     pub key: String,
     pub spec: Spec,
     pub cost: i64,
-    /// "rate_limit" or "budget".
-    pub reason: &'static str,
+    /// `RateLimit` or `Budget`.
+    pub reason: FailReason,
 }
 
 /// A job refused before any provider call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub state: DeliveryState,
-    pub reason: &'static str,
+    pub reason: FailReason,
     pub rule: Option<String>,
     pub retry_after: Option<Duration>,
     pub detail: String,
@@ -60,7 +60,7 @@ struct Rule {
     prefix_digits: usize,
     spec: Spec,
     channels: Vec<Channel>,
-    reason: &'static str,
+    reason: FailReason,
     /// Spend rules cost the message's price; others one unit.
     spend: bool,
 }
@@ -97,7 +97,7 @@ fn compile(name: &str, r: &RuleSettings) -> Rule {
             .iter()
             .filter_map(|c| Channel::parse(c))
             .collect(),
-        reason: "rate_limit",
+        reason: FailReason::RateLimit,
         spend: false,
     }
 }
@@ -115,7 +115,7 @@ fn budget_rule(name: &str, scope: Scope, per_hour: f64, per_day: f64) -> Option<
         prefix_digits: 0,
         spec,
         channels: Vec::new(),
-        reason: "budget",
+        reason: FailReason::Budget,
         spend: true,
     })
 }
@@ -187,12 +187,14 @@ impl Limits {
         let Some(phone) = phone else { return Ok(()) };
         if let Err(refusal) = self.geo.check(channel, phone) {
             let (reason, detail) = match refusal {
-                GeoRefusal::Country(c) => {
-                    ("country_denied", format!("{channel} to {c} is not allowed"))
-                }
-                GeoRefusal::NumberType(t) => {
-                    ("number_type_denied", format!("{t} numbers are not sent to"))
-                }
+                GeoRefusal::Country(c) => (
+                    FailReason::CountryDenied,
+                    format!("{channel} to {c} is not allowed"),
+                ),
+                GeoRefusal::NumberType(t) => (
+                    FailReason::NumberTypeDenied,
+                    format!("{t} numbers are not sent to"),
+                ),
             };
             return Err(Refusal {
                 state: DeliveryState::Rejected,
@@ -208,7 +210,7 @@ impl Limits {
             if let Some(wait) = until.and_then(|u| (u - Utc::now()).to_std().ok()) {
                 return Err(Refusal {
                     state: DeliveryState::RateLimited,
-                    reason: "low_conversion",
+                    reason: FailReason::LowConversion,
                     rule: Some("conversion".into()),
                     retry_after: Some(wait),
                     detail: format!("the range +{prefix} is blocked for low conversion"),

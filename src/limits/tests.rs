@@ -69,7 +69,7 @@ fn budgets_cost_the_price_of_the_destination_country() {
     let budget = takes.iter().find(|t| t.rule == "budget").unwrap();
     assert_eq!(
         (budget.cost, budget.reason, budget.key.as_str()),
-        (40_000, "budget", "")
+        (40_000, FailReason::Budget, "")
     );
     assert_eq!(
         limits.price(Channel::Sms, Some("US")),

@@ -10,7 +10,7 @@
 
 use super::{BuildError, ProviderError, Sent};
 use crate::config::{BodyFormat, HttpProviderSettings, RuleOutcome};
-use crate::domain::Destination;
+use crate::domain::{Destination, FailReason};
 use crate::render::Message;
 use crate::segments::{self, Encoding};
 use minijinja::{Environment, UndefinedBehavior};
@@ -168,7 +168,7 @@ impl HttpProvider {
     pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
         let misconfigured = |detail: String| ProviderError::Permanent {
             status: None,
-            reason: "provider_misconfigured",
+            reason: FailReason::ProviderMisconfigured,
             detail,
         };
         let (Destination::Phone(phone), Message::Sms { body, segments }) = (to, message) else {

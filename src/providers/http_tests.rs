@@ -29,7 +29,7 @@ fn reason(r: Result<Sent, ProviderError>) -> String {
         Err(ProviderError::RateLimited { retry_after, .. }) => {
             format!("rate_limited {retry_after:?}")
         }
-        Err(ProviderError::Permanent { reason, .. }) => reason.into(),
+        Err(ProviderError::Permanent { reason, .. }) => reason.code().into(),
     }
 }
 

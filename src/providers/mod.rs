@@ -24,7 +24,7 @@ pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;
 
 use crate::config::ProviderConfig;
-use crate::domain::Destination;
+use crate::domain::{Destination, FailReason};
 use crate::render::Message;
 use std::time::Duration;
 
@@ -68,13 +68,13 @@ pub enum ProviderError {
         detail: String,
         in_doubt: bool,
     },
-    /// Retrying will not help. `reason` is a stable code for the status event, such as
-    /// `invalid_destination` (this destination only) or `provider_auth` (the whole provider:
+    /// Retrying will not help. `reason` is what the status event says, such as
+    /// `InvalidDestination` (this destination only) or `ProviderAuth` (the whole provider:
     /// see [`ProviderError::is_provider_wide`]).
     #[error("permanent failure ({reason}): {detail}")]
     Permanent {
         status: Option<u16>,
-        reason: &'static str,
+        reason: FailReason,
         detail: String,
     },
     /// The vendor asked us to slow down, possibly saying for how long.
@@ -85,14 +85,6 @@ pub enum ProviderError {
         detail: String,
     },
 }
-
-/// Permanent reasons that condemn the provider rather than the destination: bad credentials, a
-/// suspended account, a sender it cannot use, a channel it cannot carry.
-const PROVIDER_WIDE: [&str; 3] = [
-    "provider_auth",
-    "provider_account",
-    "provider_misconfigured",
-];
 
 impl ProviderError {
     pub fn status(&self) -> Option<u16> {
@@ -105,7 +97,7 @@ impl ProviderError {
 
     /// A permanent error that every message through this provider would meet: fail over.
     pub fn is_provider_wide(&self) -> bool {
-        matches!(self, ProviderError::Permanent { reason, .. } if PROVIDER_WIDE.contains(reason))
+        matches!(self, ProviderError::Permanent { reason, .. } if reason.is_provider_wide())
     }
 
     /// The vendor may have accepted the message although the call failed.

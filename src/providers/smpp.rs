@@ -8,7 +8,7 @@
 
 use super::{BuildError, Heard, ProviderError, Receipt, Sent};
 use crate::config::{SmppBind, SmppSettings};
-use crate::domain::{DeliveryState, Destination};
+use crate::domain::{DeliveryState, Destination, FailReason};
 use crate::render::Message;
 use crate::segments;
 use futures_util::StreamExt;
@@ -61,7 +61,7 @@ impl SmppProvider {
         let (Destination::Phone(phone), Message::Sms { body, .. }) = (to, message) else {
             return Err(ProviderError::Permanent {
                 status: None,
-                reason: "provider_misconfigured",
+                reason: FailReason::ProviderMisconfigured,
                 detail: "smpp carries SMS only; check [channels]".into(),
             });
         };
@@ -140,7 +140,7 @@ impl SmppProvider {
                 // A refused bind is the credentials, whatever the status says.
                 ProviderError::Permanent { status, detail, .. } => ProviderError::Permanent {
                     status,
-                    reason: "provider_auth",
+                    reason: FailReason::ProviderAuth,
                     detail: format!("smpp bind refused: {detail}"),
                 },
                 other => other,
@@ -170,7 +170,7 @@ impl SmppProvider {
         };
         let bad = |what: &str| ProviderError::Permanent {
             status: None,
-            reason: "provider_misconfigured",
+            reason: FailReason::ProviderMisconfigured,
             detail: format!("smpp: {what} does not fit its field"),
         };
         let receipts = s.registered_delivery && s.bind == SmppBind::Transceiver;
@@ -310,12 +310,12 @@ fn classify(e: SmppError) -> ProviderError {
             detail,
         },
         CommandStatus::EsmeRmsgqful | CommandStatus::EsmeRsyserr => transient(detail),
-        CommandStatus::EsmeRinvdstadr => permanent("invalid_destination"),
+        CommandStatus::EsmeRinvdstadr => permanent(FailReason::InvalidDestination),
         CommandStatus::EsmeRbindfail
         | CommandStatus::EsmeRinvpaswd
-        | CommandStatus::EsmeRinvsysid => permanent("provider_auth"),
-        CommandStatus::EsmeRinvsrcadr => permanent("provider_misconfigured"),
-        _ => permanent("provider_permanent"),
+        | CommandStatus::EsmeRinvsysid => permanent(FailReason::ProviderAuth),
+        CommandStatus::EsmeRinvsrcadr => permanent(FailReason::ProviderMisconfigured),
+        _ => permanent(FailReason::ProviderPermanent),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::{BuildError, ProviderError, Sent};
 use crate::config::{SmtpSettings, SmtpTls};
-use crate::domain::Destination;
+use crate::domain::{Destination, FailReason};
 use crate::render::Message;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
@@ -59,7 +59,7 @@ impl SmtpProvider {
             let detail = "smtp can only deliver email; check [channels]".to_string();
             return Err(ProviderError::Permanent {
                 status: None,
-                reason: "provider_misconfigured",
+                reason: FailReason::ProviderMisconfigured,
                 detail,
             });
         };
@@ -70,7 +70,7 @@ impl SmtpProvider {
             Some(Err(e)) => {
                 return Err(ProviderError::Permanent {
                     status: None,
-                    reason: "provider_misconfigured",
+                    reason: FailReason::ProviderMisconfigured,
                     detail: format!("app.email_from: {e}"),
                 });
             }
@@ -85,7 +85,7 @@ impl SmtpProvider {
             ))
             .map_err(|e| ProviderError::Permanent {
                 status: None,
-                reason: "provider_permanent",
+                reason: FailReason::ProviderPermanent,
                 detail: format!("building the email: {e}"),
             })?;
         match self.transport.send(email).await {
@@ -105,9 +105,9 @@ fn classify(e: &lettre::transport::smtp::Error) -> ProviderError {
     let detail = e.to_string();
     if e.is_permanent() {
         let reason = match status {
-            Some(550 | 553) => "invalid_destination",
-            Some(530 | 535) => "provider_auth",
-            _ => "provider_permanent",
+            Some(550 | 553) => FailReason::InvalidDestination,
+            Some(530 | 535) => FailReason::ProviderAuth,
+            _ => FailReason::ProviderPermanent,
         };
         return ProviderError::Permanent {
             status,

@@ -6,7 +6,7 @@
 
 use super::{ProviderError, Sent};
 use crate::config::{Secret, TwilioSettings};
-use crate::domain::Destination;
+use crate::domain::{Destination, FailReason};
 use crate::render::Message;
 use reqwest::{StatusCode, Url};
 use std::time::Duration;
@@ -75,7 +75,7 @@ impl TwilioClient {
                 let detail = "twilio cannot deliver email; check [channels]".to_string();
                 return Err(ProviderError::Permanent {
                     status: None,
-                    reason: "provider_misconfigured",
+                    reason: FailReason::ProviderMisconfigured,
                     detail,
                 });
             }
@@ -186,10 +186,10 @@ pub fn classify(
         });
     }
     let reason = match (status, twilio_code) {
-        (_, Some(c)) if INVALID_DESTINATION_CODES.contains(&c) => "invalid_destination",
-        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => "provider_auth",
-        (_, Some(c)) if ACCOUNT_CODES.contains(&c) => "provider_account",
-        _ => "provider_permanent",
+        (_, Some(c)) if INVALID_DESTINATION_CODES.contains(&c) => FailReason::InvalidDestination,
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => FailReason::ProviderAuth,
+        (_, Some(c)) if ACCOUNT_CODES.contains(&c) => FailReason::ProviderAccount,
+        _ => FailReason::ProviderPermanent,
     };
     Err(ProviderError::Permanent {
         status: code,
@@ -261,14 +261,14 @@ mod tests {
         assert!(matches!(
             invalid,
             ProviderError::Permanent {
-                reason: "invalid_destination",
+                reason: FailReason::InvalidDestination,
                 ..
             }
         ));
         assert!(matches!(
             err(401, r#"{"code":20003}"#),
             ProviderError::Permanent {
-                reason: "provider_auth",
+                reason: FailReason::ProviderAuth,
                 ..
             }
         ));
@@ -276,7 +276,7 @@ mod tests {
         assert!(matches!(
             sender,
             ProviderError::Permanent {
-                reason: "provider_account",
+                reason: FailReason::ProviderAccount,
                 ..
             }
         ));
@@ -285,7 +285,7 @@ mod tests {
         assert!(matches!(
             err(400, r#"{"code":30007}"#),
             ProviderError::Permanent {
-                reason: "provider_permanent",
+                reason: FailReason::ProviderPermanent,
                 ..
             }
         ));

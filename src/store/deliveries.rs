@@ -2,7 +2,7 @@
 
 use super::writes::{ClaimOp, FinishOp, MarkOp, StartOp};
 use super::{Store, StoreError};
-use crate::domain::{ChallengeId, DeliveryState};
+use crate::domain::{ChallengeId, DeliveryState, FailReason};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ pub struct Finish<'a> {
     pub attempt: i32,
     pub provider: Option<&'a str>,
     pub provider_message_id: Option<&'a str>,
-    pub reason: Option<&'a str>,
+    pub reason: Option<FailReason>,
     pub detail: Option<&'a str>,
     pub response_status: Option<u16>,
     pub latency_ms: Option<u64>,
@@ -231,7 +231,7 @@ impl Store {
         .bind(f.provider)
         .bind(f.response_status.map(i32::from))
         .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
-        .bind(f.reason.map(super::kept))
+        .bind(f.reason.map(FailReason::code))
         .bind(f.detail.map(super::kept))
         .bind(lease_secs(lease))
         .bind(owner.token)
@@ -251,7 +251,7 @@ impl Store {
             attempt: f.attempt,
             provider: owned(f.provider),
             provider_message_id: f.provider_message_id.map(super::kept_id),
-            reason: owned(f.reason),
+            reason: f.reason.map(|r| r.code().to_string()),
             detail: owned(f.detail),
             response_status: f.response_status.map(i32::from),
             latency_ms: f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32),

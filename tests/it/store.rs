@@ -8,7 +8,7 @@ use chrono::{Duration as Minutes, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::future::join_all;
 use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
-use otpd::domain::{DeliveryState, Job};
+use otpd::domain::{DeliveryState, FailReason, Job};
 use otpd::limits::{Counter, Refusal};
 use otpd::store::{
     Claim, Decide, Finish, FirstAttempt, NewDelivery, Opened, Owner, ReceiptOutcome, Rejected,
@@ -36,7 +36,7 @@ fn refuses() -> Decide {
     Arc::new(|_: &[Counter], _| {
         Err(Refusal {
             state: DeliveryState::RateLimited,
-            reason: "rate_limit",
+            reason: FailReason::RateLimit,
             rule: Some("phone".into()),
             retry_after: Some(Duration::from_secs(60)),
             detail: "refused by the test".into(),
@@ -329,7 +329,8 @@ fn finish<'a>(message_id: Option<&'a str>, detail: Option<&'a str>) -> Finish<'a
         attempt: 1,
         provider: Some("twilio"),
         provider_message_id: message_id,
-        reason: detail,
+        // A closed enum: no text from outside can reach the reason column.
+        reason: Some(FailReason::ProviderPermanent),
         detail,
         response_status: Some(400),
         latency_ms: Some(1),
