@@ -11,9 +11,9 @@
 //! The call slot is reserved after the commit (a paced provider's before it), so that jobs
 //! waiting on their openings do not hold the provider's slots. An attempt recorded as begun may
 //! then wait for its slot, with its lease renewed. The commit marks the call as under way only
-//! when a slot is free as it is made (and `resend_in_doubt` is on); otherwise the mark is
-//! written once the slot is held, so that a job killed while it waits for a slot is not taken
-//! for one whose call may have left (docs/reliability.md).
+//! when the slot is already held; otherwise the mark is written once it is, so that a job
+//! killed while it waits for a slot is not taken for one whose call may have left
+//! (docs/reliability.md).
 
 use super::deliver::{Progress, Started};
 use super::{Dispatcher, Halt, LEASE_SLACK, Outcome, admit};
@@ -49,9 +49,8 @@ impl Dispatcher {
         };
         let recheck = !probe && self.providers.has_alternative(route, index);
         // The call slot is reserved after the commit (`reserve_started`): under a storm the
-        // commit's wait is far longer than the call, and jobs holding slots through it left the
-        // provider idle (the shipped 64 Twilio slots capped a storm at ~1,200 jobs/s;
-        // docs/performance.md). A paced provider's turn may be far off, so its slot is
+        // commit's wait is far longer than the call, and jobs holding slots through it would
+        // leave the provider idle while the slots' holders wait on the database. A paced provider's turn may be far off, so its slot is
         // reserved first, as the slow path does: an attempt marked as begun should not wait.
         let reservation = match self.providers.is_paced(index) {
             false => None,
@@ -75,13 +74,11 @@ impl Dispatcher {
             }
         };
         let (keys, decide) = self.judgement(takes);
-        // In doubt only means in doubt: the commit marks the call as under way only when the
-        // call will start right after it (its slot is held, or one is free now). A job that
-        // will wait for its slot is marked once it holds it, so a crash while it waits neither
-        // flags it in doubt nor, with resending off, fails it unsent. With resending off even
-        // a free slot is not trusted, since a wrong flag would cost the job.
-        let marked =
-            reservation.is_some() || (self.resend_in_doubt && self.providers.has_room(index));
+        // In doubt only means in doubt: the commit marks the call as under way only when its
+        // slot is already held. Otherwise the mark is written once the job holds its slot, so
+        // a crash while it waits neither flags it in doubt nor, with resending off, fails it
+        // unsent.
+        let marked = reservation.is_some();
         let first = FirstAttempt {
             provider: self.providers.name(index),
             keys,
@@ -112,7 +109,7 @@ impl Dispatcher {
                 };
                 // Boxed: under load a job waits on its opening far longer than it delivers, and
                 // an inline delivery would size every waiting job's task for the provider call
-                // (8,232 bytes per task, 5,016 with both boxes; docs/performance.md).
+                // and hold that memory for the whole wait.
                 let outcome = Box::pin(self.deliver(job, message, owner, p, Some(started))).await?;
                 if let Some(accepted) = accepted
                     && let Err(e) = accepted.confirmed().await

@@ -193,11 +193,6 @@ impl Providers {
         self.slots[index].pacer.is_some()
     }
 
-    /// Whether a call to provider `index` could start now without waiting for a slot.
-    pub fn has_room(&self, index: usize) -> bool {
-        self.slots[index].throttle.has_room() && self.in_flight.available_permits() > 0
-    }
-
     /// Waits for a call slot on provider `index` and under the global in-flight limit.
     /// Cancel-safe: dropping the future takes nothing.
     ///
@@ -269,12 +264,12 @@ impl Providers {
             }
             Err(ProviderError::Transient { .. }) => lock(&slot.breaker).on_failure(now),
             Err(e @ ProviderError::Permanent { reason, .. }) if e.is_provider_wide() => {
-                tracing::error!(provider = %slot.name, reason, error = %e, "provider refuses every message: check its configuration and account; failing over");
+                tracing::error!(provider = %slot.name, reason = reason.code(), error = %e, "provider refuses every message: check its configuration and account; failing over");
                 self.metrics
                     .provider_unusable
                     .get_or_create(&ProviderReasonLabels {
                         provider: slot.name.clone(),
-                        reason,
+                        reason: reason.code(),
                     })
                     .inc();
                 lock(&slot.breaker).trip(now);

@@ -98,12 +98,6 @@ impl Throttle {
         }
     }
 
-    /// Whether a call could start now without waiting.
-    pub fn has_room(&self) -> bool {
-        let c = self.lock();
-        c.in_flight < c.limit
-    }
-
     pub fn limit(&self) -> u32 {
         self.lock().limit
     }
