@@ -8,8 +8,8 @@
 
 use super::chain::{self, COLUMNS, ChainedEvent, GENESIS};
 use crate::store::{Store, StoreError};
-use sqlx::PgPool;
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use std::time::Duration;
 
 /// The advisory lock key shared by the sealer and purges ("otpd" in ASCII).
