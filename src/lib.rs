@@ -2,20 +2,21 @@
 //!
 //! Identity services publish send-code jobs to RabbitMQ; otpd validates each one, deduplicates
 //! it by challenge_id, applies limits, renders the message, delivers it through a provider
-//! (Twilio, SMTP, or the development `log` provider), records its fate in PostgreSQL and
-//! publishes status events. Data flows one way:
+//! (Twilio, SMTP, SMPP, a vendor's HTTP API described in config, or the development `log`
+//! provider), records its fate in PostgreSQL and publishes status events. Data flows one way:
 //!
 //! ```text
 //! intake ──► dispatch ──► limits
 //!                    ├──► templates ──► render
-//!                    ├──► providers (twilio, smtp, log)
+//!                    ├──► providers (twilio, smtp, smpp, http, log)
 //!                    ├──► store (PostgreSQL)
 //!                    └──► events (status events, dead letters)
 //! http (webhooks) ──► receipts ──► store, events
 //! ```
 //!
 //! - [`domain`]: the job contract and the newtypes it is parsed into (`PhoneNumber`,
-//!   `EmailAddress`, `OtpCode`, …). Everything from outside is parsed here once.
+//!   `EmailAddress`, `OtpCode`, …), and the reason codes (`RejectReason`, `FailReason`).
+//!   Everything from outside is parsed here once.
 //! - [`intake`]: the AMQP consumer. The only module that sees delivery tags; it acks only what
 //!   dispatch says is committed.
 //! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
@@ -30,11 +31,15 @@
 //! - [`http`]: health, readiness, metrics, the status page, the admin API and provider
 //!   webhooks; [`metrics`]: every metric name.
 //! - [`receipts`]: provider delivery receipts, applied once to `sent` deliveries.
-//! - [`audit`]: the hash-chained audit trail's sealer and retention; [`report`]: `otpd report`.
+//! - [`audit`]: the hash-chained audit trail: its sealer, verification and retention, over the
+//!   store's database; [`report`]: `otpd report`.
 //! - [`watchdog`]: systemd watchdog pings, each after a real `/healthz` round trip.
-//! - [`config`]: layered, validated settings; [`telemetry`]: logging; [`app`]: the wiring.
+//! - [`config`]: layered settings with field checks; [`telemetry`]: logging; [`app`]: the
+//!   wiring, and `app::compile`, which builds templates and providers for start-up and
+//!   `otpd check-config` alike.
 //!
-//! See ARCHITECTURE.md for the invariants.
+//! No module names one that names it back (`tests/it/layering.rs`). See ARCHITECTURE.md for
+//! the invariants.
 
 pub mod amqp;
 pub mod app;

@@ -1,4 +1,4 @@
-//! The throughput benchmark (issue 6; docs/performance.md):
+//! The throughput benchmark (docs/performance.md):
 //!
 //! ```sh
 //! cargo build --release --examples --bins

@@ -1,4 +1,4 @@
-//! The fault suite of issue 3, run with `scripts/fault-suite` (which builds the debug `otpd`
+//! The fault suite (docs/reliability.md), run with `scripts/fault-suite` (which builds the debug `otpd`
 //! binary and this example, then runs `target/debug/examples/faults [SCENARIO…] [--seed N]`).
 //!
 //! It runs the real `otpd` binary as a child process against the machine's RabbitMQ and

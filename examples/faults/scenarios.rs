@@ -1,4 +1,4 @@
-//! The six scenarios of issue 3. Each builds its rig, injects its fault, waits (bounded) for
+//! The fault suite's seven scenarios. Each builds its rig, injects its fault, waits (bounded) for
 //! the work to finish, and reports figures plus every broken invariant.
 
 use crate::audit::Audit;

@@ -1,8 +1,8 @@
 //! Acknowledgements with `multiple`: one frame for a run of finished jobs.
 //!
-//! RabbitMQ pays far more for an ack frame than for a message's share of a `multiple` ack (a
-//! quorum queue settles every ack through its log: on the benchmark machine a bare consumer
-//! reached 13,300 messages/s acking each and 22,900 acking every hundredth with `multiple`).
+//! RabbitMQ pays far more for an ack frame than for a message's share of a `multiple` ack: a
+//! quorum queue settles every ack through its log, so acking each message caps a consumer well
+//! below what it reaches acking runs (docs/performance.md).
 //! So a finished job hands its delivery tag to its session's [`Acks`] task, which every
 //! [`FLUSH`] acks the run of consecutive finished tags with one `multiple` frame. Jobs finish out
 //! of order: a finished tag waiting behind a slower job (a retry, a stalled provider) is acked on
