@@ -1,7 +1,6 @@
 //! Every metric otpd exports, defined in one place. Label values come from closed sets
 //! (channels, states, providers, reason codes), so series counts stay bounded.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,88 +8,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct JobLabels {
-    pub channel: &'static str,
-    pub state: &'static str,
-}
+mod labels;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AttemptLabels {
-    pub provider: String,
-    pub channel: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
-    pub provider: String,
-    pub channel: &'static str,
-}
-
-/// Provider instance names come from the configuration, a closed set at run time.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderNameLabels {
-    pub provider: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderReasonLabels {
-    pub provider: String,
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ChannelLabels {
-    pub channel: &'static str,
-}
-
-/// Rule names come from the configuration, a closed set at run time.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
-    pub channel: &'static str,
-    pub reason: &'static str,
-    pub rule: String,
-}
-
-/// Countries are ISO 3166 codes (about 250) or "none" for email.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SpendLabels {
-    pub channel: &'static str,
-    pub country: String,
-}
-
-/// SMS segments by provider and destination country.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SegmentLabels {
-    pub provider: String,
-    pub country: String,
-}
-
-/// Receipts by final state; countries as for [`SpendLabels`].
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReceiptLabels {
-    pub provider: String,
-    pub channel: &'static str,
-    pub country: String,
-    pub state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SignatureLabels {
-    pub reason: &'static str,
-    pub mode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModeLabels {
-    pub mode: &'static str,
-}
+pub use labels::*;
 
 pub struct Metrics {
     registry: Registry,
