@@ -1,6 +1,7 @@
-//! The module graph: data flows one way, so no top-level module of `src/` may reach, through
-//! the `crate::` paths its code names, a module that reaches it back (ARCHITECTURE.md). Read
-//! from the source text: comments are skipped, since a doc link is not a dependency.
+//! The shape of `src/`: data flows one way, so no top-level module may reach, through the
+//! `crate::` paths its code names, a module that reaches it back (ARCHITECTURE.md); and no
+//! file grows past what a reader takes in at once. Read from the source text: comments are
+//! skipped, since a doc link is not a dependency.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::path::Path;
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (top, text) in sources(&src) {
+    for (_, top, text) in sources(&src) {
         let uses = graph.entry(top.clone()).or_default();
         for line in text.lines().map(str::trim_start) {
             if line.starts_with("//") {
@@ -27,7 +28,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
 
 /// Every `.rs` file under `src/` with the top-level module it belongs to; `lib.rs` and
 /// `main.rs` are the roots and belong to none.
-fn sources(src: &Path) -> Vec<(String, String)> {
+fn sources(src: &Path) -> Vec<(std::path::PathBuf, String, String)> {
     let mut out = Vec::new();
     let mut dirs = vec![src.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -44,7 +45,8 @@ fn sources(src: &Path) -> Vec<(String, String)> {
             let first = rel.components().next().unwrap().as_os_str();
             let top = first.to_str().unwrap().trim_end_matches(".rs").to_string();
             if top != "lib" && top != "main" {
-                out.push((top, std::fs::read_to_string(&path).unwrap()));
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((rel.to_path_buf(), top, text));
             }
         }
     }
@@ -107,6 +109,27 @@ fn no_top_level_module_depends_on_itself_through_others() {
         .map(|c| c.join(" → "))
         .collect();
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+/// The most lines a source file may have: past it, split the file by what its parts do.
+const MAX_LINES: usize = 400;
+
+#[test]
+fn no_source_file_is_over_400_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = sources(&src);
+    assert!(files.len() > 50, "the source was not read");
+    let long: Vec<String> = files
+        .iter()
+        .map(|(path, _, text)| (path, text.lines().count()))
+        .filter(|(_, n)| *n > MAX_LINES)
+        .map(|(path, n)| format!("src/{}: {n} lines", path.display()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]
