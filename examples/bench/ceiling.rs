@@ -70,15 +70,8 @@ pub async fn broker(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetc
 /// Rows/s of a batched insert of `n` rows shaped like otpd's audit rows, 1,000 per UNNEST
 /// statement, into a fresh database.
 pub async fn database(n: usize) -> f64 {
-    let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
     let db = format!("otpd_bench_ceiling_{:x}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&super::child::database_url(&db))
-        .await
-        .unwrap();
+    let pool = create_database(&db).await;
     sqlx::query("CREATE TABLE e (id bigserial PRIMARY KEY, challenge_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text NOT NULL, state text)")
         .execute(&pool)
         .await
@@ -94,9 +87,32 @@ pub async fn database(n: usize) -> f64 {
     }
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     pool.close().await;
+    drop_database(&db).await;
+    rate
+}
+
+/// Creates database `db` (through the `postgres` maintenance database) and connects to it.
+pub async fn create_database(db: &str) -> sqlx::PgPool {
+    let admin = sqlx::PgPool::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    sqlx::PgPool::connect(&super::child::database_url(db))
+        .await
+        .unwrap()
+}
+
+pub async fn drop_database(db: &str) {
+    let admin = sqlx::PgPool::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
         .execute(&admin)
         .await
         .unwrap();
-    rate
+    admin.close().await;
 }

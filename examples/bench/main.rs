@@ -8,6 +8,8 @@
 //! It starts a fake Twilio on loopback that answers at once (or after PROVIDER_DELAY_MS), then:
 //! 1. measures the ceiling: a bare lapin consumer that only acks JOBS messages (otpd's prefetch,
 //!    consuming while they are published), and a batched UNNEST insert of as many audit rows;
+//!    and the same-work floor: a bare consumer doing per job what otpd does with the broker and
+//!    the database (two commits, two confirmed events, an ack) and nothing else (`floor.rs`);
 //! 2. runs the release `otpd` binary as a child process on fresh queues and a fresh database,
 //!    with the shipped configuration (limits on; destinations, accounts and client IPs spread so
 //!    that no limit bites), publishes JOBS jobs (default 50,000) flat out and times them to
@@ -24,6 +26,7 @@
 mod ceiling;
 mod child;
 mod fake;
+mod floor;
 mod load;
 
 use lapin::options::ConfirmSelectOptions;
@@ -93,6 +96,7 @@ async fn main() {
     let broker_ceiling =
         ceiling::broker(&conn, &ch, &bodies[..a.jobs], settings.amqp.prefetch).await;
     let insert_ceiling = ceiling::database(a.jobs).await;
+    let floor = floor::same_work(&conn, &ch, &bodies[..a.jobs], settings.amqp.prefetch).await;
 
     otpd::amqp::declare_topology(&ch, &settings.amqp)
         .await
@@ -167,6 +171,13 @@ async fn main() {
     println!("| terminal states | {:?} | |", states.lock().unwrap());
     println!("| ceiling: bare consumer, ack only | {broker_ceiling:.0} msgs/s | |");
     println!("| ceiling: batched UNNEST insert of audit rows | {insert_ceiling:.0} rows/s | |");
-    println!("| otpd / ceiling | {:.2} | |", full_rate / ceiling);
+    println!(
+        "| same-work floor: a bare consumer doing otpd's broker and database work per job | {floor:.0} jobs/s | |"
+    );
+    println!(
+        "| otpd ÷ ceiling / otpd ÷ same-work floor | {:.2} / {:.2} | |",
+        full_rate / ceiling,
+        full_rate / floor
+    );
     println!("| otpd peak RSS | {:.1} MiB | |", rss_kib as f64 / 1024.0);
 }
