@@ -2,11 +2,13 @@
 //! one task tracker, both passed explicitly.
 
 use crate::audit;
+use crate::background::Background;
 use crate::config::{AuditSettings, Settings};
 use crate::dispatch::{Dispatcher, DispatcherParts};
 use crate::events::Publisher;
 use crate::http::{self, HttpState};
 use crate::intake::{Intake, Liveness, Report};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::providers::{BuildError, Providers};
 use crate::receipts::Receipts;
@@ -70,7 +72,7 @@ struct HttpBounds {
 pub struct App {
     intake: Arc<Intake>,
     http: (TcpListener, HttpState, HttpBounds),
-    dispatcher: Arc<Dispatcher>,
+    background: Arc<Background>,
     store: Store,
     audit: AuditSettings,
     /// Receipts providers receive on their own sessions (SMPP), for `Receipts::drain`.
@@ -140,11 +142,20 @@ impl App {
         let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
         let amqp = settings.amqp.clone();
+        let limits = Arc::new(Limits::new(&settings));
+        let background = Arc::new(Background {
+            store: store.clone(),
+            limits: limits.clone(),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            conversion: settings.conversion.clone(),
+        });
         let parts = DispatcherParts {
             templates,
             store: store.clone(),
             publisher: publisher.clone(),
             providers,
+            limits,
             metrics: metrics.clone(),
             shutdown,
         };
@@ -152,7 +163,7 @@ impl App {
         let (reports, _) = broadcast::channel(4096);
         let intake = Arc::new(Intake {
             settings: amqp,
-            dispatcher: dispatcher.clone(),
+            dispatcher,
             publisher,
             metrics,
             reports,
@@ -162,7 +173,7 @@ impl App {
         Ok(App {
             intake,
             http: (listener, http_state, bounds),
-            dispatcher,
+            background,
             store,
             audit,
             provider_receipts,
@@ -203,12 +214,12 @@ impl App {
         let http_shutdown = shutdown.clone();
         let router = http::router(state, bounds.request_timeout, bounds.max_body);
         tracker.spawn(http::serve(listener, router, bounds.serve, http_shutdown));
-        let dispatcher = self.dispatcher.clone();
+        let background = self.background.clone();
         let token = shutdown.clone();
-        tracker.spawn(async move { dispatcher.housekeeping(token).await });
-        let dispatcher = self.dispatcher.clone();
+        tracker.spawn(async move { background.housekeeping(token).await });
+        let background = self.background.clone();
         let token = shutdown.clone();
-        tracker.spawn(async move { dispatcher.watch_conversion(token).await });
+        tracker.spawn(async move { background.watch_conversion(token).await });
         tracker.spawn(self.intake.clone().run(shutdown.clone()));
         shutdown.cancelled().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -20,6 +20,7 @@
 //! - [`intake`]: the AMQP consumer. The only module that sees delivery tags; it acks only what
 //!   dispatch says is committed.
 //! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
+//! - [`background`]: conversion tracking and limiter housekeeping, beside the jobs.
 //! - [`retry`]: the pure retry policy (capped exponential backoff, full jitter, expiry).
 //! - [`limits`]: per-destination and per-account rate limits.
 //! - [`templates`]: localised minijinja templates, checked with a sample at start-up;
@@ -44,6 +45,7 @@
 pub mod amqp;
 pub mod app;
 pub mod audit;
+pub mod background;
 pub mod config;
 pub mod dispatch;
 pub mod domain;

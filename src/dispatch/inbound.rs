@@ -83,7 +83,7 @@ impl Dispatcher {
                 };
             }
         };
-        let late = std::time::Duration::from_secs(self.conversion.verified_late_secs);
+        let late = self.verified_late;
         let disposition = match self
             .persist(|| self.store.record_verified(id.as_str(), late))
             .await

@@ -9,7 +9,6 @@
 //! only after this returns [`Disposition::Ack`].
 
 mod admit;
-mod conversion;
 mod counting;
 mod deliver;
 mod inbound;
@@ -19,7 +18,7 @@ mod outage;
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
-use crate::config::{ConversionSettings, Settings};
+use crate::config::Settings;
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
@@ -93,7 +92,8 @@ pub struct Dispatcher {
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
     templates: Templates,
-    conversion: ConversionSettings,
+    /// How long after a code's expiry a `verified` message still counts for conversion.
+    verified_late: Duration,
     attempt_timeout: Duration,
     resend_in_doubt: bool,
     publish_accepted: bool,
@@ -106,6 +106,7 @@ pub struct DispatcherParts {
     pub store: Store,
     pub publisher: Arc<Publisher>,
     pub providers: Providers,
+    pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
@@ -116,22 +117,18 @@ impl Dispatcher {
             store: parts.store,
             publisher: parts.publisher,
             providers: parts.providers,
-            limits: Arc::new(Limits::new(&settings)),
+            limits: parts.limits,
             signing: Verifier::new(&settings.signing),
             retry: RetryPolicy::from_settings(&settings.retry),
             metrics: parts.metrics,
             templates: parts.templates,
-            conversion: settings.conversion.clone(),
+            verified_late: Duration::from_secs(settings.conversion.verified_late_secs),
             attempt_timeout: Duration::from_millis(settings.retry.attempt_timeout_ms),
             resend_in_doubt: settings.delivery.resend_in_doubt,
             publish_accepted: settings.amqp.publish_accepted,
             store_gate: outage::StoreGate::default(),
             shutdown: parts.shutdown,
         }
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Processes one message. Never panics on input; every path ends in a disposition.

@@ -1,23 +1,35 @@
 //! Background work beside the jobs: conversion tracking (flagging or blocking number ranges
 //! whose codes are sent but not verified, the mark of SMS pumping) and limiter housekeeping.
 //! Every instance runs both; they read and write only shared state, so running them
-//! several times over is harmless.
+//! several times over is harmless. The audit chain's sealer and purges run in
+//! [`crate::audit::run`], receipts' housekeeping in [`crate::receipts`].
 
-use super::Dispatcher;
-use crate::config::ConversionMode;
-use crate::events::PrefixFlagged;
-use crate::metrics::ModeLabels;
-use crate::store::Conversion;
+use crate::config::{ConversionMode, ConversionSettings};
+use crate::events::{PrefixFlagged, Publisher};
+use crate::limits::Limits;
+use crate::metrics::{Metrics, ModeLabels};
+use crate::store::{Conversion, Store};
 use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// What the background tasks work on; the limits are the dispatcher's own, shared, so that a
+/// block set here applies to the next job.
+pub struct Background {
+    pub store: Store,
+    pub limits: Arc<Limits>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
+    pub conversion: ConversionSettings,
+}
 
 /// Whether a range's conversion is below the threshold. Pure.
 pub fn is_low(c: &Conversion, threshold: f64) -> bool {
     c.sent > 0 && (c.verified as f64 / c.sent as f64) < threshold
 }
 
-impl Dispatcher {
+impl Background {
     /// Checks conversion every `check_interval_secs` until shutdown.
     pub async fn watch_conversion(&self, shutdown: CancellationToken) {
         if self.conversion.mode == ConversionMode::Off {
