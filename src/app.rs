@@ -123,6 +123,7 @@ impl App {
         }
         let http_state = HttpState {
             store: store.clone(),
+            views: crate::views::Views::new(&store),
             publisher: publisher.clone(),
             metrics: metrics.clone(),
             receipts,

@@ -32,6 +32,7 @@
 //! - [`http`]: health, readiness, metrics, the status page, the admin API and provider
 //!   webhooks; [`metrics`]: every metric name.
 //! - [`receipts`]: provider delivery receipts, applied once to `sent` deliveries.
+//! - [`views`]: read models for the admin API, `/status` and `otpd report`.
 //! - [`audit`]: the hash-chained audit trail: its sealer, verification and retention, over the
 //!   store's database; [`report`]: `otpd report`.
 //! - [`watchdog`]: systemd watchdog pings, each after a real `/healthz` round trip.
@@ -63,4 +64,5 @@ pub mod segments;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod views;
 pub mod watchdog;

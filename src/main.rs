@@ -144,7 +144,7 @@ fn store(settings: &config::Settings) -> anyhow::Result<Store> {
 
 async fn report(settings: &config::Settings, since: &str, format: &str) -> anyhow::Result<()> {
     let age = otpd::audit::parse_age(since).map_err(|e| anyhow::anyhow!("--since {e}"))?;
-    let rows = store(settings)?
+    let rows = otpd::views::Views::new(&store(settings)?)
         .report(Utc::now() - age)
         .await
         .context("reading the deliveries")?;

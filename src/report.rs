@@ -1,6 +1,6 @@
 //! `otpd report`: delivery health as a terminal table, from the same aggregates as `/status`.
 
-use crate::store::ReportRow;
+use crate::views::ReportRow;
 use std::fmt::Write;
 
 const HEADERS: [&str; 10] = [

@@ -5,7 +5,7 @@
 use super::{HttpState, unavailable};
 use crate::domain::DeliveryState;
 use crate::metrics::ProviderNameLabels;
-use crate::store::{DeliveryFilter, DeliveryView, ProviderWindow};
+use crate::views::{DeliveryFilter, DeliveryView, ProviderWindow};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -67,7 +67,7 @@ fn bad_request(detail: String) -> Response {
 }
 
 async fn one(State(s): State<HttpState>, Path(challenge_id): Path<String>) -> Response {
-    match s.store.delivery(&challenge_id).await {
+    match s.views.delivery(&challenge_id).await {
         Ok(Some((delivery, timeline))) => {
             Json(json!({ "delivery": delivery, "timeline": timeline })).into_response()
         }
@@ -102,7 +102,7 @@ async fn list(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Respons
         Ok(f) => f,
         Err(detail) => return bad_request(detail),
     };
-    match s.store.deliveries(&filter).await {
+    match s.views.deliveries(&filter).await {
         Ok(deliveries) => {
             let full = deliveries.len() as i64 == filter.limit;
             let next_cursor = deliveries
@@ -199,7 +199,7 @@ impl From<&ProviderWindow> for Window {
 
 async fn health(State(s): State<HttpState>) -> Response {
     let (short, long) =
-        match tokio::try_join!(s.store.provider_health(5), s.store.provider_health(60)) {
+        match tokio::try_join!(s.views.provider_health(5), s.views.provider_health(60)) {
             Ok(both) => both,
             Err(e) => return unavailable(e).into_response(),
         };

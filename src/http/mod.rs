@@ -29,6 +29,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Store,
+    pub views: crate::views::Views,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
     pub receipts: Arc<Receipts>,

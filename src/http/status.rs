@@ -4,7 +4,7 @@
 
 use super::{HttpState, unavailable};
 use crate::render::xml_escape as esc;
-use crate::store::{MinuteCount, ReportRow};
+use crate::views::{MinuteCount, ReportRow};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
@@ -13,8 +13,8 @@ use std::fmt::Write;
 pub(super) async fn page(State(s): State<HttpState>) -> Response {
     let now = Utc::now();
     let data = tokio::try_join!(
-        s.store.report(now - Duration::hours(1)),
-        s.store.per_minute(60)
+        s.views.report(now - Duration::hours(1)),
+        s.views.per_minute(60)
     );
     match data {
         Ok((rows, minutes)) => Html(render(now, &rows, &minutes)).into_response(),

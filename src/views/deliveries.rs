@@ -1,8 +1,7 @@
-//! Read-only views for operators: one delivery with its timeline, pages of deliveries, and the
-//! delivery-health aggregates behind `/v1/health/providers`, `otpd report` and `/status`.
-//! Nothing here returns a destination other than masked, nor any code.
+//! One delivery with its timeline, and pages of deliveries, for the admin API.
 
-use super::{Store, StoreError};
+use super::Views;
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -31,24 +30,8 @@ pub struct DeliveryView {
 const VIEW_COLUMNS: &str = "challenge_id, account_id, channel, state, destination_masked, country, attempt, provider,
     provider_message_id, reason, detail, rule, carrier_error, created_at, sent_at, receipt_at, verified_at, updated_at";
 
-/// What an audit event says: the part of a row the admin API's timeline shows, and what the
-/// audit chain hashes.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct EventFields {
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    pub state: Option<String>,
-    pub attempt: Option<i32>,
-    pub provider: Option<String>,
-    pub response_status: Option<i32>,
-    pub latency_ms: Option<i32>,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-    pub in_doubt: bool,
-}
-
 /// One entry of a delivery's timeline: an audit event.
-pub type TimelineEntry = EventFields;
+pub type TimelineEntry = crate::store::EventFields;
 
 /// Filters of a deliveries page; newest first, continuing after `after` (created_at, id).
 #[derive(Debug, Default)]
@@ -62,7 +45,7 @@ pub struct DeliveryFilter {
     pub limit: i64,
 }
 
-impl Store {
+impl Views {
     pub async fn delivery(
         &self,
         challenge_id: &str,

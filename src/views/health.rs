@@ -1,7 +1,8 @@
 //! Delivery-health aggregates: per provider and channel over a recent window, and per
 //! channel, provider and country since a point in time.
 
-use super::{Store, StoreError};
+use super::Views;
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -61,7 +62,7 @@ pub struct MinuteCount {
 
 const ACCEPTED: &str = "('sent', 'delivered', 'undelivered')";
 
-impl Store {
+impl Views {
     pub async fn provider_health(&self, minutes: i32) -> Result<Vec<ProviderWindow>, StoreError> {
         let sql = "WITH calls AS (
                SELECT e.provider, d.channel, count(*) AS attempts,
