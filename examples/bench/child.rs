@@ -150,7 +150,9 @@ pub fn stop(mut child: Child) {
 /// Removes the run's queues, exchanges and database.
 pub async fn cleanup(ch: &lapin::Channel, suffix: &str) {
     let _ = otpd::amqp::delete_topology(ch, &settings(suffix).amqp).await;
-    let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS otpd_bench_{suffix} WITH (FORCE)"
     )))

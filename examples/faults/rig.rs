@@ -366,7 +366,7 @@ impl Rig {
             )
             .await;
         self.db.close().await;
-        if let Ok(admin) = PgPool::connect(&format!("{PG}/test")).await {
+        if let Ok(admin) = PgPool::connect(&format!("{PG}/postgres")).await {
             let drop = format!(
                 "DROP DATABASE IF EXISTS \"otpd_faults_{}\" WITH (FORCE)",
                 self.suffix

@@ -25,7 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Where test databases are dropped from: the `postgres` maintenance database, or whatever
+/// `OTPD_TEST_ADMIN_URL` names. (sqlx creates them through the same maintenance database.)
+pub fn pg_admin_url() -> String {
+    std::env::var("OTPD_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 /// The destination HMAC key of every test otpd, in process or not: real providers refuse the
 /// public development key, and two instances must hash destinations alike.
@@ -386,7 +391,7 @@ pub(crate) fn new_suffix() -> String {
 }
 
 pub(crate) async fn drop_database(suffix: &str) {
-    if let Ok(pool) = PgPool::connect(PG_ADMIN_URL).await {
+    if let Ok(pool) = PgPool::connect(&pg_admin_url()).await {
         let sql = format!("DROP DATABASE IF EXISTS otpd_t_{suffix} WITH (FORCE)");
         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
         pool.close().await;
