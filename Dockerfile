@@ -23,6 +23,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin otpd
 COPY --from=build /src/target/release/otpd /usr/local/bin/otpd
 COPY config/default.toml /etc/otpd/default.toml.example
+COPY LICENSE /usr/share/doc/otpd/LICENSE
 USER 10001:10001
 ENV OTPD__HTTP__LISTEN=0.0.0.0:9464 \
     OTPD__LOG__FORMAT=json

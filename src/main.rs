@@ -71,7 +71,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Seal pending events, then recompute the whole chain; exits 1 if any row was edited or
-    /// deleted.
+    /// deleted, 2 if the chain could not be checked (the database unreachable).
     Verify,
 }
 
@@ -101,7 +101,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Purge { older_than } => purge(&settings, &older_than).await,
         Command::Audit {
             command: AuditCommand::Verify,
-        } => verify(&settings).await,
+        } => {
+            // 1 is kept for a broken chain (`verify` exits with it), so a script can tell a
+            // tampered trail from one it could not read.
+            if let Err(e) = verify(&settings).await {
+                eprintln!("Error: {e:#}");
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Command::Send {
             channel,
             to,

@@ -86,6 +86,9 @@ async fn purges_are_audited_and_verify_catches_edited_and_deleted_events() {
         out.contains("checked 6 events") && out.contains("intact"),
         "{out}"
     );
+    // A chain that cannot be read is not a broken one: a script must tell the two apart.
+    let (status, out) = cli("nosuchdatabase", &["audit", "verify"]).await;
+    assert_eq!(status.code(), Some(2), "{out}");
 
     let (first,): (i64,) = sqlx::query_as("SELECT min(seq) FROM audit_seals")
         .fetch_one(&app.db)
