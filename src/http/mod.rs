@@ -1,5 +1,5 @@
 //! The HTTP listener: `/healthz` (the process answers), `/readyz` (a real round trip to
-//! PostgreSQL and an open confirm-mode channel to RabbitMQ), `/metrics` (Prometheus text),
+//! PostgreSQL and an open confirm-mode channel to RabbitMQ), `/metrics` (OpenMetrics or Prometheus text, as the scrape asks),
 //! `/status` (the status page), `/webhooks/twilio` (delivery receipts) and the admin API
 //! under `/v1` (bearer token).
 
@@ -87,13 +87,13 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+/// The metrics in the format the scrape asks for (`metrics::Format`).
+async fn metrics(State(s): State<HttpState>, headers: header::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics.encode_as(format),
     )
 }
 

@@ -8,8 +8,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+mod exposition;
 mod labels;
 
+pub use exposition::Format;
 pub use labels::*;
 
 pub struct Metrics {
@@ -311,11 +313,20 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// The registry in OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The registry in the format a scrape negotiated.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Classic => exposition::to_classic(&self.encode()),
+        }
     }
 }
 

@@ -334,19 +334,45 @@ async fn readiness_round_trips_and_metrics_count_jobs() {
         ready.json::<Value>().await.unwrap(),
         serde_json::json!({"database": true, "broker": true, "intake": true})
     );
-    let metrics = client
+    // A plain scrape gets the classic text format, whose counters are named by their samples.
+    let classic = client
         .get(format!("http://{}/metrics", app.http))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(
+        classic.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let metrics = classic.text().await.unwrap();
     assert!(
         metrics.contains(r#"otpd_jobs_total{channel="sms",state="sent"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("# TYPE otpd_jobs_total counter\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("otpd_provider_latency_seconds_bucket"));
+    assert!(!metrics.contains("# EOF"), "{metrics}");
+    // Prometheus asks for OpenMetrics first, and gets it.
+    let open = client
+        .get(format!("http://{}/metrics", app.http))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text; version=1.0.0")
+    );
+    let metrics = open.text().await.unwrap();
+    assert!(metrics.contains("# TYPE otpd_jobs counter\n") && metrics.ends_with("# EOF\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
