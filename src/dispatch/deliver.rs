@@ -57,9 +57,8 @@ pub(super) struct Started {
     pub index: usize,
     /// Whether the provider's breaker is to be checked again after a wait for a slot.
     pub recheck: bool,
+    /// Reserved before the opening commit, which then also marked the call as under way.
     pub reservation: Option<Reservation>,
-    /// Whether the opening commit marked the call as under way (`FirstAttempt::marked`).
-    pub marked: bool,
 }
 
 /// What came of getting ready for the next attempt.

@@ -105,7 +105,6 @@ impl Dispatcher {
                     index,
                     recheck,
                     reservation,
-                    marked,
                 };
                 // Boxed: under load a job waits on its opening far longer than it delivers, and
                 // an inline delivery would size every waiting job's task for the provider call
@@ -172,6 +171,8 @@ impl Dispatcher {
         owner: Owner<'_>,
         s: Started,
     ) -> Result<Option<Reservation>, Halt> {
+        // The opening marked the call only if it held the slot already.
+        let marked = s.reservation.is_some();
         let reserved = self
             .reserve_started(owner, s.index, s.recheck, s.reservation)
             .await?;
@@ -180,7 +181,7 @@ impl Dispatcher {
         let Some(reservation) = reserved.filter(|_| in_time) else {
             return Ok(None);
         };
-        if !s.marked {
+        if !marked {
             let lease = self.attempt_timeout + LEASE_SLACK;
             if !self
                 .persist(|| self.store.mark_call_started(owner, lease))
