@@ -5,7 +5,7 @@ use super::load::{self, Target, Timeline};
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
 use std::time::Instant;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
@@ -15,32 +15,7 @@ const PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// run is): messages/s from the first publish to the last ack.
 pub async fn broker(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetch: u16) -> f64 {
     let queue = format!("bench-{:x}.ceiling", std::process::id());
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.as_str().into(), durable, args)
-        .await
-        .unwrap();
-    let consumer_ch = conn.create_channel().await.unwrap();
-    consumer_ch
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = consumer_ch
-        .basic_consume(
-            queue.as_str().into(),
-            "ceiling".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (consumer_ch, mut consumer) = quorum_consumer(conn, ch, &queue, prefetch).await;
     let n = bodies.len();
     let t0 = Instant::now();
     let drain = tokio::spawn(async move {
@@ -65,6 +40,41 @@ pub async fn broker(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetc
         .await
         .unwrap();
     rate
+}
+
+/// A durable quorum queue `queue`, as otpd's jobs queue is, and a consumer of it on a channel
+/// of its own with `prefetch`.
+pub async fn quorum_consumer(
+    conn: &Connection,
+    ch: &Channel,
+    queue: &str,
+    prefetch: u16,
+) -> (Channel, Consumer) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), durable, args).await.unwrap();
+    let consumer_ch = conn.create_channel().await.unwrap();
+    consumer_ch
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let consumer = consumer_ch
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (consumer_ch, consumer)
 }
 
 /// Rows/s of a batched insert of `n` rows shaped like otpd's audit rows, 1,000 per UNNEST

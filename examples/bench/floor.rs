@@ -11,7 +11,7 @@ use super::load::{self, Target, Timeline};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use sqlx::PgPool;
 use std::time::Instant;
@@ -24,24 +24,17 @@ pub async fn same_work(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], pref
     let name = format!("bench-{:x}.floor", std::process::id());
     let (db, pool) = database(&name).await;
     declare(ch, &name).await;
-    let drain = drain_events(conn, &name).await;
-    let consumer_ch = conn.create_channel().await.unwrap();
-    consumer_ch
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
+    // Drained as the bench drains otpd's events.
+    let (events_in, mut events) = load::event_consumer(conn, &name).await;
+    let drain = tokio::spawn(async move {
+        let _keep = events_in;
+        while let Some(Ok(_)) = events.next().await {}
+    });
+    let (consumer_ch, mut consumer) =
+        super::ceiling::quorum_consumer(conn, ch, &name, prefetch).await;
     let events_ch = conn.create_channel().await.unwrap();
     events_ch
         .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = consumer_ch
-        .basic_consume(
-            name.as_str().into(),
-            "floor".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
         .await
         .unwrap();
     let n = bodies.len();
@@ -107,18 +100,8 @@ async fn database(name: &str) -> (String, PgPool) {
     (db, pool)
 }
 
-/// The job queue (quorum, as otpd's) and the events exchange with its queue.
+/// The events exchange; the job queue is declared with its consumer.
 async fn declare(ch: &Channel, name: &str) {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.into(), durable, args).await.unwrap();
     let exchange = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -131,46 +114,6 @@ async fn declare(ch: &Channel, name: &str) {
     )
     .await
     .unwrap();
-}
-
-/// A consumer of the floor's events, as the bench consumes otpd's.
-async fn drain_events(conn: &Connection, exchange: &str) -> tokio::task::JoinHandle<()> {
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        exchange.into(),
-        "delivery.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut events = ch
-        .basic_consume(
-            q.name().clone(),
-            "floor-events".into(),
-            no_ack,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    tokio::spawn(async move { while let Some(Ok(_)) = events.next().await {} })
 }
 
 /// The two commits of a job: its opening (row and event) and its end (update and event).

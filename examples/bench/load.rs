@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,14 +116,9 @@ pub async fn publish(
 
 /// Consumes status events in the background: notes each job's first terminal event, counts
 /// terminal states, and publishes how many jobs are done on the returned watch.
-pub async fn collect_events(
-    conn: &Connection,
-    exchange: &str,
-    timeline: Arc<Timeline>,
-) -> (
-    watch::Receiver<usize>,
-    Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
-) {
+/// A consumer (no acks) of the status events published to `exchange`, on an exclusive queue
+/// of its own; the channel must be kept for as long as the consumer is read.
+pub async fn event_consumer(conn: &Connection, exchange: &str) -> (Channel, Consumer) {
     let ch = conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
@@ -150,7 +145,7 @@ pub async fn collect_events(
         no_ack: true,
         ..Default::default()
     };
-    let mut events = ch
+    let events = ch
         .basic_consume(
             q.name().clone(),
             "bench".into(),
@@ -159,6 +154,18 @@ pub async fn collect_events(
         )
         .await
         .unwrap();
+    (ch, events)
+}
+
+pub async fn collect_events(
+    conn: &Connection,
+    exchange: &str,
+    timeline: Arc<Timeline>,
+) -> (
+    watch::Receiver<usize>,
+    Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+) {
+    let (ch, mut events) = event_consumer(conn, exchange).await;
     let (count_tx, count_rx) = watch::channel(0usize);
     let states = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let tally = states.clone();
