@@ -1,13 +1,16 @@
 //! Admission: what a new challenge passes before any provider call. Expiry, then geo
 //! permissions and conversion blocks (no shared state), then the limit rules and budgets,
 //! taken in PostgreSQL in one transaction with the challenge marked admitted, so that a
-//! challenge is counted exactly once whatever crashes and redeliveries follow.
+//! challenge is counted exactly once whatever crashes and redeliveries follow. Most
+//! challenges are admitted by their claim's commit (`claim.rs`); what is here admits the
+//! rest (a takeover of a challenge whose owner crashed before its admission committed) and
+//! ends the refused.
 
 use super::{Dispatcher, Halt, Outcome, deliver};
 use crate::domain::{DeliveryState, Destination, FailReason, Job, PhoneNumber};
 use crate::limits::{Refusal, Subject, Take};
 use crate::metrics::LimitLabels;
-use crate::store::{Admission, Decide, Owner};
+use crate::store::{Admission, Admit, Decide, Owner};
 use chrono::{TimeDelta, Utc};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,7 +81,7 @@ impl Dispatcher {
         if let Some(refusal) = self.limits.cached(&takes) {
             return Ok(Some(refusal));
         }
-        let (keys, decide) = self.judgement(takes);
+        let Admit { keys, decide } = self.judgement(takes);
         let admission = self
             .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
             .await?;
@@ -109,14 +112,14 @@ impl Dispatcher {
     }
 
     /// The store's view of `takes`: their (rule, key)s, and the decision over their counters.
-    pub(super) fn judgement(&self, takes: Vec<Take>) -> (Vec<(String, String)>, Decide) {
+    pub(super) fn judgement(&self, takes: Vec<Take>) -> Admit {
         let keys = takes
             .iter()
             .map(|t| (t.rule.clone(), t.key.clone()))
             .collect();
         let limits = Arc::clone(&self.limits);
         let decide: Decide = Arc::new(move |counters, now| limits.decide(&takes, counters, now));
-        (keys, decide)
+        Admit { keys, decide }
     }
 }
 

@@ -33,7 +33,8 @@ pub(super) fn terminal<'a>(
     }
 }
 
-/// Where a job stands between attempts.
+/// Where a job stands between attempts (the default: before its first).
+#[derive(Debug, Default)]
 pub(super) struct Progress {
     /// Attempts already made (by this worker or an earlier owner).
     pub attempt: i32,
@@ -51,60 +52,40 @@ enum Next {
     Stop(DeliveryState, Option<FailReason>),
 }
 
-/// An attempt recorded as begun by the fast path, with its call slot if it reserved one
-/// before its commit.
-pub(super) struct Started {
-    pub index: usize,
-    /// Whether the provider's breaker is to be checked again after a wait for a slot.
-    pub recheck: bool,
-    /// Reserved before the opening commit, which then also marked the call as under way.
-    pub reservation: Option<Reservation>,
-}
-
 /// What came of getting ready for the next attempt.
 enum Begun {
     /// Call provider `index` now: the attempt is recorded as begun.
     Call(usize, Reservation),
     /// The job ended before another attempt (expired, out of attempts, in doubt).
     Concluded(Outcome),
-    /// A wait was long enough that the provider should be chosen again.
+    /// The provider is chosen again: the chain waited for a breaker's probe, a breaker opened
+    /// while the job waited for its slot, or the code's time ran out.
     Again,
 }
 
 impl Dispatcher {
     /// Calls providers until one accepts, the message is refused for good, or the code's time
-    /// or the attempt budget runs out. `started`: an attempt already recorded as begun (by the
-    /// fast path, `open.rs`), with its call slot, to make first.
+    /// or the attempt budget runs out.
     pub(super) async fn deliver(
         &self,
         job: &Job,
         message: &Message,
         owner: Owner<'_>,
         mut p: Progress,
-        mut started: Option<Started>,
     ) -> Result<Outcome, Halt> {
         loop {
-            let (index, reservation) = match started.take() {
-                Some(s) => (s.index, self.started_slot(job, owner, s).await?),
-                None => match self.begin_attempt(job, owner, &mut p).await? {
-                    Begun::Call(index, reservation) => (index, Some(reservation)),
-                    Begun::Concluded(outcome) => return Ok(outcome),
-                    Begun::Again => continue,
-                },
+            let (index, reservation) = match self.begin_attempt(job, owner, &mut p).await? {
+                Begun::Call(index, reservation) => (index, reservation),
+                Begun::Concluded(outcome) => return Ok(outcome),
+                Begun::Again => continue,
             };
             let name = self.providers.name(index);
-            let attempted = match reservation {
-                Some(reservation) => {
-                    let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
-                    let attempted = self
-                        .providers
-                        .send(reservation, &job.to, message, timeout)
-                        .await;
-                    self.observe_attempt(name, job, &attempted);
-                    attempted
-                }
-                None => super::open::not_called(),
-            };
+            let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
+            let attempted = self
+                .providers
+                .send(reservation, &job.to, message, timeout)
+                .await;
+            self.observe_attempt(name, job, &attempted);
             let latency_ms = attempted.latency.as_millis() as u64;
             let failure = match attempted.result {
                 Ok(sent) => {
@@ -172,7 +153,7 @@ impl Dispatcher {
             }
         };
         let recheck = !probe && self.providers.has_alternative(route, index);
-        let Some(reservation) = self.reserve(owner, index, recheck).await? else {
+        let Some(reservation) = self.wait_for_slot(job, owner, index, recheck).await? else {
             return Ok(Begun::Again);
         };
         p.attempt += 1;
@@ -254,21 +235,33 @@ impl Dispatcher {
         }
     }
 
-    /// Waits for a call slot on provider `index`, renewing the lease every attempt timeout.
-    /// `None` means the provider choice should be made again: the wait was long, or the
-    /// provider's breaker opened meanwhile.
-    async fn reserve(
+    /// Waits for a call slot on provider `index`: the one wait for a slot, made before the
+    /// attempt is recorded as begun, so that a job killed while it waits is not taken for one
+    /// whose call may have left. The job keeps its place in the provider's queue, renewing its
+    /// lease as it waits. `None` means the provider choice is made again: its breaker opened
+    /// meanwhile, or the code can no longer start (the caller then ends it).
+    async fn wait_for_slot(
         &self,
+        job: &Job,
         owner: Owner<'_>,
         index: usize,
         recheck: bool,
     ) -> Result<Option<Reservation>, Halt> {
-        tokio::select! {
-            r = self.providers.reserve(index, recheck) => Ok(r),
-            _ = self.shutdown.cancelled() => Err(Halt::Interrupted),
-            _ = tokio::time::sleep(self.attempt_timeout) => {
-                self.hold(owner, Duration::ZERO).await?;
-                Ok(None)
+        let reserve = self.providers.reserve(index, recheck);
+        tokio::pin!(reserve);
+        // Half an attempt timeout: the claim leased the challenge for a timeout and some
+        // slack, and this wait began some commits after it.
+        let renew_every = self.attempt_timeout / 2;
+        loop {
+            tokio::select! {
+                r = &mut reserve => return Ok(r.filter(|_| self.retry.may_start(Utc::now(), job.expires_at))),
+                _ = self.shutdown.cancelled() => return Err(Halt::Interrupted),
+                _ = tokio::time::sleep(renew_every) => {
+                    self.hold(owner, Duration::ZERO).await?;
+                    if !self.retry.may_start(Utc::now(), job.expires_at) {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }

@@ -1,18 +1,19 @@
 //! Dispatch: one job from bytes to a committed outcome. Intake hands it a body and gets back a
 //! [`Disposition`] saying what to do with the message; dispatch never sees delivery tags.
 //!
-//! Order of work: parse → render → claim the challenge in PostgreSQL (deduplication) → expiry
-//! → limits → provider attempts with retries → commit the terminal state → publish its event.
-//! A new challenge takes the fast path (`open.rs`): claim, limits and the first attempt's
-//! start in one commit.
+//! One path for every job: parse → render → claim the challenge in PostgreSQL (`claim.rs`:
+//! deduplication, and a new challenge's limits in the same commit) → admission where the
+//! claim did not settle it (`admit.rs`) → provider attempts with retries (`deliver.rs`) →
+//! commit the terminal state → publish its event → ack. A takeover or a duplicate takes the
+//! same steps from where the claim finds the challenge.
 //! Every step that must survive a crash is committed before the next begins, and intake acks
 //! only after this returns [`Disposition::Ack`].
 
 mod admit;
+mod claim;
 mod counting;
 mod deliver;
 mod inbound;
-mod open;
 mod outage;
 
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
@@ -27,7 +28,7 @@ use crate::metrics::{ChannelLabels, Metrics};
 use crate::providers::Providers;
 use crate::render::Message;
 use crate::retry::RetryPolicy;
-use crate::store::{Claim, NewDelivery, Owner, Recorded, Store};
+use crate::store::{NewDelivery, Owner, Recorded, Store};
 use crate::templates::{RenderError, Templates};
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -209,18 +210,11 @@ impl Dispatcher {
                 id,
                 token: rand::random(),
             };
-            // The fast path once, for what is most likely a new challenge; the slow path for
-            // everything else, and again after a lost lease.
-            let opened = match std::mem::take(&mut first) {
-                true => self.open(job, message, &new, owner).await,
-                false => Ok(None),
+            let pass = claim::Pass {
+                owed,
+                first: std::mem::take(&mut first),
             };
-            let result = match opened {
-                Ok(Some(outcome)) => Ok(outcome),
-                Ok(None) => Box::pin(self.claim_and_work(job, message, &new, owner, owed)).await,
-                Err(halt) => Err(halt),
-            };
-            match result {
+            match self.claim_and_work(job, message, &new, owner, pass).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "job done");
                     return Disposition::Ack(outcome);
@@ -239,95 +233,6 @@ impl Dispatcher {
                     return Disposition::Abandon;
                 }
                 Err(Halt::Refused) => return Box::pin(self.end_refused(job, owner)).await,
-            }
-        }
-    }
-
-    /// The slow path: claims the challenge (taking it over, or finding it done or busy) and
-    /// works it from where it stands.
-    async fn claim_and_work(
-        &self,
-        job: &Job,
-        message: &Message,
-        new: &NewDelivery<'_>,
-        owner: Owner<'_>,
-        owed: bool,
-    ) -> Result<Outcome, Halt> {
-        match self.claim(new, owner.token).await? {
-            Claim::Done { state, row } => self.duplicate(job, state, &row, owed).await,
-            claim => {
-                self.work(job, message, new.destination_hmac, owner, claim)
-                    .await
-            }
-        }
-    }
-
-    async fn work(
-        &self,
-        job: &Job,
-        message: &Message,
-        hmac: &[u8],
-        owner: Owner<'_>,
-        claim: Claim,
-    ) -> Result<Outcome, Halt> {
-        let progress = match claim {
-            // A new challenge, or one whose owner crashed before its admission committed
-            // (nothing was counted or sent): admission runs now.
-            first @ (Claim::New
-            | Claim::TakenOver {
-                attempt: 0,
-                admitted: false,
-                ..
-            }) => {
-                if first == Claim::New {
-                    self.publish_accepted(job).await?;
-                }
-                if let Some(outcome) = self.refuse_before_sending(job, owner, hmac).await? {
-                    return Ok(outcome);
-                }
-                deliver::Progress {
-                    attempt: 0,
-                    in_doubt: false,
-                    avoid: None,
-                }
-            }
-            Claim::TakenOver {
-                attempt,
-                call_in_flight,
-                doubted,
-                ..
-            } => {
-                if call_in_flight {
-                    let detail = "taken over after the owner crashed during a provider call";
-                    self.note_in_doubt(job, attempt, None, detail).await?;
-                }
-                deliver::Progress {
-                    attempt,
-                    in_doubt: call_in_flight || doubted,
-                    avoid: None,
-                }
-            }
-            // `claim_and_work` handles a finished challenge, and `claim` waits until the
-            // challenge is no longer busy, so these arms are never taken.
-            Claim::Done { .. } | Claim::Busy { .. } => return Err(Halt::LeaseLost),
-        };
-        self.deliver(job, message, owner, progress, None).await
-    }
-
-    /// Claims the challenge, waiting while another worker holds a live lease on it: that worker
-    /// will finish it (and this job then turns out a duplicate) or its lease runs out.
-    async fn claim(&self, new: &NewDelivery<'_>, token: i64) -> Result<Claim, Halt> {
-        let lease = self.attempt_timeout + LEASE_SLACK;
-        let mut poll = Duration::from_millis(100);
-        loop {
-            match self.persist(|| self.store.claim(new, lease, token)).await? {
-                Claim::Busy { lease_until } => {
-                    let until_lease = (lease_until - Utc::now()).to_std().unwrap_or_default();
-                    let wait = poll.min(until_lease).max(Duration::from_millis(10));
-                    poll = (poll * 2).min(Duration::from_secs(2));
-                    self.sleep(wait).await?;
-                }
-                claim => return Ok(claim),
             }
         }
     }

@@ -187,12 +187,6 @@ impl Providers {
         admit
     }
 
-    /// Whether provider `index` paces its calls (`max_per_second`), so that a call's turn may
-    /// be far off.
-    pub fn is_paced(&self, index: usize) -> bool {
-        self.slots[index].pacer.is_some()
-    }
-
     /// Waits for a call slot on provider `index` and under the global in-flight limit.
     /// Cancel-safe: dropping the future takes nothing.
     ///

@@ -1,8 +1,10 @@
 //! Queries on `deliveries` and `delivery_events`.
 
-use super::writes::{ClaimOp, FinishOp, MarkOp, StartOp};
+use super::open::{Admit, OpenOp, Opened};
+use super::writes::{ClaimOp, FinishOp, StartOp};
 use super::{Store, StoreError};
 use crate::domain::{ChallengeId, DeliveryState, FailReason};
+use crate::limits::Refusal;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -24,8 +26,9 @@ pub struct NewDelivery<'a> {
 /// The result of trying to take ownership of a challenge.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// First sight of this challenge: it is now `received` and ours.
-    New,
+    /// First sight of this challenge: it is now `received` and ours, with its limits judged
+    /// in the same commit when the claim offered them.
+    New(Verdict),
     /// An earlier owner's lease ran out before it finished. `call_in_flight` when that owner
     /// had started a provider call whose outcome was never recorded (a new doubt, to record);
     /// `doubted` when an in-doubt call was already recorded for this challenge; `admitted`
@@ -40,6 +43,17 @@ pub enum Claim {
     Done { state: DeliveryState, row: Recorded },
     /// Another worker holds a live lease on it.
     Busy { lease_until: DateTime<Utc> },
+}
+
+/// What the claim of a new challenge decided about its limits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its counters were taken and it is marked admitted.
+    Admitted,
+    /// A limit refused it; nothing was taken.
+    Refused(Refusal),
+    /// The claim did not judge it: the caller admits it (`Store::admit`) or ends it.
+    Unjudged,
 }
 
 /// A challenge as recorded: what a republished terminal status event needs.
@@ -111,13 +125,24 @@ fn lease_secs(lease: Duration) -> f64 {
 impl Store {
     /// Records a new challenge, takes over an abandoned one, or reports who has it.
     /// `token` fences the lease: later writes by this owner name it, and apply only while no
-    /// one else has taken the challenge over. Batched with other jobs' claims (`writes.rs`).
+    /// one else has taken the challenge over. With `admit`, a new challenge's limits are taken
+    /// in the same commit (`open.rs`); a challenge already recorded is claimed as one
+    /// (`writes.rs`). Both are batched with other jobs' claims.
     pub async fn claim(
         &self,
         d: &NewDelivery<'_>,
         lease: Duration,
         token: i64,
+        admit: Option<Admit>,
     ) -> Result<Claim, StoreError> {
+        if let Some(admit) = admit {
+            let op = OpenOp::new(d, token, lease_secs(lease), admit);
+            match self.writes.open.submit(op).await? {
+                Opened::Admitted => return Ok(Claim::New(Verdict::Admitted)),
+                Opened::Refused(refusal) => return Ok(Claim::New(Verdict::Refused(refusal))),
+                Opened::Exists => {}
+            }
+        }
         let op = ClaimOp {
             challenge_id: d.challenge_id.to_string(),
             account_id: d.account_id.to_string(),
@@ -135,8 +160,10 @@ impl Store {
         self.writes.claim.submit(op).await
     }
 
-    /// Marks the start of provider attempt `attempt` and extends the lease to cover it. After
-    /// this commit, a crash leaves the challenge `sending`: its outcome is in doubt.
+    /// Marks the start of provider attempt `attempt`, its call under way, and extends the lease
+    /// to cover it. After this commit, a crash leaves the challenge `sending`: its outcome is
+    /// in doubt. The caller holds the provider's call slot, so that the mark means the call
+    /// is about to leave. Batched with other jobs' starts.
     /// Returns false, changing nothing, if the lease was lost to another worker.
     pub async fn start_attempt(
         &self,
@@ -172,22 +199,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    /// Marks the owner's attempt as calling its provider now, and leases it for `lease`: for an
-    /// attempt opened without the mark (`FirstAttempt::marked`), once it holds its call slot.
-    /// Batched with other jobs' marks. Returns false if the lease was lost.
-    pub async fn mark_call_started(
-        &self,
-        owner: Owner<'_>,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let op = MarkOp {
-            challenge_id: owner.id.to_string(),
-            lease_secs: lease_secs(lease),
-            token: owner.token,
-        };
-        self.writes.mark.submit(op).await
     }
 
     /// Records that a provider call's outcome is unknown (see the migration's comment).

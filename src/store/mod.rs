@@ -14,9 +14,9 @@ mod receipts;
 mod writes;
 
 pub use admission::{Admission, Decide};
-pub use deliveries::{Aborted, Claim, Finish, NewDelivery, Owner, Recorded, Rejected};
+pub use deliveries::{Aborted, Claim, Finish, NewDelivery, Owner, Recorded, Rejected, Verdict};
 pub use limits::Conversion;
-pub use open::{FirstAttempt, Opened};
+pub use open::Admit;
 pub use receipts::{ReceiptOutcome, Receipted};
 
 use crate::config::{DatabaseSettings, Secret};
@@ -28,7 +28,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
-use writes::{ClaimOp, FinishOp, MarkOp, StartOp};
+use writes::{ClaimOp, FinishOp, StartOp};
 
 /// What an audit event says: the part of a row the admin API's timeline shows, and what the
 /// audit chain hashes.
@@ -134,7 +134,6 @@ struct Writes {
     claim: Batcher<ClaimOp>,
     admit: Batcher<admission::AdmitOp>,
     start: Batcher<StartOp>,
-    mark: Batcher<MarkOp>,
     finish: Batcher<FinishOp>,
 }
 
@@ -152,7 +151,6 @@ impl Store {
             claim: Batcher::start(pool.clone()),
             admit: Batcher::start(pool.clone()),
             start: Batcher::start(pool.clone()),
-            mark: Batcher::start(pool.clone()),
             finish: Batcher::start(pool.clone()),
         });
         Ok(Store {

@@ -1,64 +1,50 @@
-//! The fast path of a new challenge: claim, admission and the start of its first attempt in
-//! one batched transaction (see `batch.rs`), instead of three.
+//! The claim of a new challenge, admitting it in the same commit: the challenge is recorded,
+//! leased to its worker and its limits taken in one batched transaction (see `batch.rs`),
+//! where a challenge found already recorded is claimed by `ClaimOp` (`writes.rs`) instead.
 //!
 //! One transaction per batch, of four round trips: BEGIN; lock the counters the batch takes
 //! and read the database's clock; judge each job's limits on the batch's [`Ledger`], in
-//! Rust; one statement that writes the counters and inserts every challenge in its final
-//! state, leased to its worker (`sending` with its first attempt if admitted, `received` if
-//! refused, for its worker to conclude); COMMIT. The audit events are the ones the slow path
-//! writes: `received` for every new challenge, then `sending` for every started attempt.
+//! Rust; one statement that writes the counters and inserts every challenge as `received`,
+//! leased to its worker and marked admitted or not; COMMIT. The audit event is the one every
+//! new challenge gets, `received`.
 //!
 //! A challenge already recorded (or recorded by another batch meanwhile: the insert waits
 //! for that batch's commit) is not inserted. The transaction is then rolled back and the
 //! batch decided again without it, since its counters must not be taken; it is answered
-//! [`Opened::Exists`] and its worker takes the slow path, which knows takeovers and
-//! duplicates.
+//! [`Opened::Exists`], and `Store::claim` claims it as a recorded challenge.
 
+use super::StoreError;
 use super::admission::{Decide, Key, Ledger, bind_counters, counter_writes};
 use super::batch::Op;
 use super::deliveries::NewDelivery;
-use super::{Owner, Store, StoreError};
 use crate::limits::Refusal;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashSet;
-use std::time::Duration;
 
 /// What opening a challenge did.
 #[derive(Debug)]
-pub enum Opened {
-    /// The challenge is new, admitted and `sending`: the caller makes attempt 1 now.
-    Started,
+pub(super) enum Opened {
+    /// The challenge is new, leased to the caller and admitted.
+    Admitted,
     /// The challenge is new and leased to the caller, but a limit refused it.
     Refused(Refusal),
     /// The challenge was already recorded; nothing was written.
     Exists,
 }
 
-/// The first attempt a new challenge is opened with.
-pub struct FirstAttempt<'a> {
-    pub provider: &'a str,
+/// The limits a new challenge is to be admitted by, in its claim's commit.
+#[derive(Clone)]
+pub struct Admit {
     /// Counters to take, (rule, key), in the order `decide` expects; empty when no limit
     /// applies.
     pub keys: Vec<Key>,
     pub decide: Decide,
-    pub lease: Duration,
-    /// Whether the commit marks the attempt's call as under way. If not, the caller marks it
-    /// once it holds its call slot (`Store::mark_call_started`), so that a crash while it
-    /// waits for the slot does not leave a call that was never made looking in doubt.
-    pub marked: bool,
 }
 
-impl Store {
-    /// Records a new challenge owned by `owner`, takes its limits and starts its first
-    /// attempt, all in one commit shared with other jobs.
-    pub async fn open(
-        &self,
-        d: &NewDelivery<'_>,
-        owner: Owner<'_>,
-        first: &FirstAttempt<'_>,
-    ) -> Result<Opened, StoreError> {
-        let op = OpenOp {
+impl OpenOp {
+    pub(super) fn new(d: &NewDelivery<'_>, token: i64, lease_secs: f64, admit: Admit) -> OpenOp {
+        OpenOp {
             challenge_id: d.challenge_id.to_string(),
             account_id: d.account_id.to_string(),
             channel: d.channel.to_string(),
@@ -69,14 +55,11 @@ impl Store {
             expires_at: d.expires_at,
             country: d.country.map(str::to_string),
             prefix: d.prefix.map(str::to_string),
-            token: owner.token,
-            lease_secs: first.lease.as_secs_f64(),
-            provider: first.provider.to_string(),
-            keys: first.keys.clone(),
-            decide: first.decide.clone(),
-            marked: first.marked,
-        };
-        self.writes.open.submit(op).await
+            token,
+            lease_secs,
+            keys: admit.keys,
+            decide: admit.decide,
+        }
     }
 }
 
@@ -93,10 +76,8 @@ pub(super) struct OpenOp {
     prefix: Option<String>,
     token: i64,
     lease_secs: f64,
-    provider: String,
     keys: Vec<Key>,
     decide: Decide,
-    marked: bool,
 }
 
 impl Op for OpenOp {
@@ -161,7 +142,7 @@ fn outputs(
         .map(|o| match exists.contains(o.challenge_id.as_str()) {
             true => Opened::Exists,
             false => match verdicts.next() {
-                Some(Ok(())) => Opened::Started,
+                Some(Ok(())) => Opened::Admitted,
                 Some(Err(refusal)) => Opened::Refused(refusal),
                 None => Opened::Exists,
             },
@@ -169,9 +150,9 @@ fn outputs(
         .collect()
 }
 
-/// Binds a batch's challenges as the next 14 parameters ($1..$14 in `challenges!`) of an
+/// Binds a batch's challenges as the next 12 parameters ($1..$12 in `challenges!`) of an
 /// insert into `deliveries` that unnests them as t(id, account, channel, masked, hmac,
-/// locale, template, expires, lease, token, country, prefix, provider, marked).
+/// locale, template, expires, lease, token, country, prefix).
 macro_rules! bind_challenges {
     ($query:expr, $batch:expr) => {{
         let batch: &[&OpenOp] = $batch;
@@ -195,8 +176,6 @@ macro_rules! bind_challenges {
             .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
             .bind(opt(|o| o.country.as_deref()))
             .bind(opt(|o| o.prefix.as_deref()))
-            .bind(text(|o| &o.provider))
-            .bind(batch.iter().map(|o| o.marked).collect::<Vec<_>>())
     }};
 }
 
@@ -204,34 +183,29 @@ macro_rules! bind_challenges {
 macro_rules! challenges {
     () => {
         "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
-                $8::timestamptz[], $9::float8[], $10::int8[], $11::text[], $12::text[], $13::text[],
-                $14::bool[])
-         AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token, country, prefix, provider,
-              marked)"
+                $8::timestamptz[], $9::float8[], $10::int8[], $11::text[], $12::text[])
+         AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token, country, prefix)"
     };
 }
 
-/// With no limit to take, a new challenge goes straight to `sending`, with both its audit
-/// events, in one statement and one commit.
+/// With no limit to take, a new challenge is recorded admitted, with its audit event, in one
+/// statement and one commit.
 async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>, StoreError> {
     let new: Vec<String> = bind_challenges!(
         sqlx::query_scalar(concat!(
             "WITH d AS (
                INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
-                                       locale, template, expires_at, state, attempt, provider, admitted,
-                                       call_started_at, lease_until, lease_token, country, prefix)
-               SELECT id, account, channel, masked, hmac, locale, template, expires, 'sending', 1, provider, true,
-                      CASE WHEN marked THEN now() END, now() + make_interval(secs => lease), token, country, prefix
+                                       locale, template, expires_at, state, admitted, lease_until, lease_token,
+                                       country, prefix)
+               SELECT id, account, channel, masked, hmac, locale, template, expires, 'received', true,
+                      now() + make_interval(secs => lease), token, country, prefix
                  FROM ",
             challenges!(),
             "
                ON CONFLICT (challenge_id) DO NOTHING
-               RETURNING challenge_id, provider),
-             e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
-                   SELECT d.challenge_id, 'state', s.state, s.attempt, s.provider
-                     FROM d CROSS JOIN LATERAL (VALUES (1, 'received', NULL::int4, NULL::text),
-                                                       (2, 'sending', 1, d.provider)) AS s(n, state, attempt, provider)
-                    ORDER BY d.challenge_id, s.n)
+               RETURNING challenge_id),
+             e AS (INSERT INTO delivery_events (challenge_id, kind, state)
+                   SELECT challenge_id, 'state', 'received' FROM d ORDER BY challenge_id)
              SELECT challenge_id FROM d"
         )),
         batch
@@ -242,7 +216,7 @@ async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>,
     Ok(batch
         .iter()
         .map(|o| match new.contains(&o.challenge_id) {
-            true => Opened::Started,
+            true => Opened::Admitted,
             false => Opened::Exists,
         })
         .collect())
@@ -256,11 +230,9 @@ struct Written {
     inserted: HashSet<String>,
 }
 
-/// One statement for everything: the counters, and every challenge inserted as it ends up,
-/// `sending` with attempt 1 if admitted (`verdicts`, in the order of `fresh`) or `received`
-/// and leased if refused, with their audit events (`received`, then `sending` where an
-/// attempt started). Writing each row once, in its final state, spares an update of every
-/// new delivery.
+/// One statement for everything: the counters, and every challenge inserted `received`,
+/// leased, and admitted where its verdict (`verdicts`, in the order of `fresh`) allows, with
+/// its audit event.
 async fn write(
     tx: &mut sqlx::PgConnection,
     fresh: &[&OpenOp],
@@ -277,26 +249,18 @@ async fn write(
                 ",
                  d AS (INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked,
                                                destination_hmac, locale, template, expires_at, state,
-                                               attempt, provider, admitted, call_started_at, lease_until,
-                                               lease_token, country, prefix)
-                       SELECT id, account, channel, masked, hmac, locale, template, expires,
-                              CASE WHEN go THEN 'sending' ELSE 'received' END, CASE WHEN go THEN 1 ELSE 0 END,
-                              CASE WHEN go THEN provider END, go, CASE WHEN go AND marked THEN now() END,
+                                               admitted, lease_until, lease_token, country, prefix)
+                       SELECT id, account, channel, masked, hmac, locale, template, expires, 'received', go,
                               now() + make_interval(secs => lease), token, country, prefix
                          FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[],
                                      $20::text[], $21::text[], $22::timestamptz[], $23::float8[], $24::int8[],
-                                     $25::text[], $26::text[], $27::text[], $28::bool[], $29::bool[])
+                                     $25::text[], $26::text[], $27::bool[])
                               AS t(id, account, channel, masked, hmac, locale, template, expires, lease, token,
-                                   country, prefix, provider, marked, go)
+                                   country, prefix, go)
                        ON CONFLICT (challenge_id) DO NOTHING
-                       RETURNING challenge_id, state, provider),
-                 ev AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider)
-                        SELECT d.challenge_id, 'state', s.state, s.attempt, s.provider
-                          FROM d CROSS JOIN LATERAL (VALUES (1, 'received', NULL::int4, NULL::text),
-                                                            (2, 'sending', 1, d.provider))
-                                                    AS s(n, state, attempt, provider)
-                         WHERE s.n = 1 OR d.state = 'sending'
-                         ORDER BY d.challenge_id, s.n)
+                       RETURNING challenge_id),
+                 ev AS (INSERT INTO delivery_events (challenge_id, kind, state)
+                        SELECT challenge_id, 'state', 'received' FROM d ORDER BY challenge_id)
                  SELECT (SELECT count(*) FROM ci), ARRAY(SELECT challenge_id FROM d)"
             )),
             writes

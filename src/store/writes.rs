@@ -1,11 +1,11 @@
-//! The hot writes of every job, as batched statements (see `batch.rs`): the claim, the start
-//! of an attempt and the terminal commit.
+//! The hot writes of every job, as batched statements (see `batch.rs`): the claim of a
+//! recorded challenge, the start of an attempt and the terminal commit.
 //! Each takes UNNEST'ed arrays, one element per job, and does for every job exactly what the
 //! single-row statement did: the same rows, the same audit events, the same fencing.
 
 use super::StoreError;
 use super::batch::Op;
-use super::deliveries::{Claim, Recorded};
+use super::deliveries::{Claim, Recorded, Verdict};
 use crate::domain::DeliveryState;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -98,7 +98,7 @@ impl Op for ClaimOp {
             .into_iter()
             .map(|c| {
                 let claim = match c.inserted {
-                    true => Claim::New,
+                    true => Claim::New(Verdict::Unjudged),
                     false => Claim::TakenOver {
                         attempt: c.attempt,
                         call_in_flight: c.call_in_flight,
@@ -172,6 +172,11 @@ pub(super) struct StartOp {
 
 impl Op for StartOp {
     type Output = bool;
+    // Each caller holds its provider's call slot until its start commits (the call must not
+    // start before it), so starts never queue behind a running batch for company: a commit
+    // slowed by a busy disk would otherwise cost every slot twice that commit.
+    const IN_FLIGHT: usize = 4;
+    const SECOND_BATCH_MIN: usize = 1;
 
     fn key(&self) -> &str {
         &self.challenge_id
@@ -198,48 +203,6 @@ impl Op for StartOp {
         .fetch_all(pool)
         .await?;
         Ok(matched(batch, started))
-    }
-}
-
-/// `Store::mark_call_started` for one job.
-pub(super) struct MarkOp {
-    pub challenge_id: String,
-    pub lease_secs: f64,
-    pub token: i64,
-}
-
-impl Op for MarkOp {
-    type Output = bool;
-    // Each caller holds its provider's call slot until its mark commits (the call must not
-    // start before it), so marks never queue behind a running batch for company: a commit
-    // slowed by a busy disk would otherwise cost every slot twice that commit.
-    const IN_FLIGHT: usize = 4;
-    const SECOND_BATCH_MIN: usize = 1;
-
-    fn key(&self) -> &str {
-        &self.challenge_id
-    }
-
-    async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<bool>, StoreError> {
-        let marked: Vec<String> = sqlx::query_scalar(
-            "UPDATE deliveries
-                SET call_started_at = now(), lease_until = now() + make_interval(secs => t.lease)
-               FROM UNNEST($1::text[], $2::float8[], $3::int8[]) AS t(id, lease, token)
-              WHERE deliveries.challenge_id = t.id AND deliveries.lease_token = t.token
-                AND deliveries.state = 'sending'
-          RETURNING t.id",
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|o| o.challenge_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(batch.iter().map(|o| o.lease_secs).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
-        .fetch_all(pool)
-        .await?;
-        Ok(matched(batch, marked))
     }
 }
 

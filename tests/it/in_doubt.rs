@@ -97,7 +97,7 @@ async fn with_resend_off_a_timed_out_call_ends_failed_in_doubt_without_a_second_
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
-/// A job whose worker is killed while it waits for its call slot, after its opening commit,
+/// A job whose worker is killed while it waits for its call slot, after its claim committed,
 /// was never sent: the worker that takes it over sends it, not in doubt, whether resending is
 /// on or off. (The job holding the slot was calling, so it is in doubt: resent with resending
 /// on, failed with it off.)
@@ -146,10 +146,10 @@ async fn killed_while_waiting_for_its_slot(resend: bool) {
         .expect("the first call reached the provider");
     let waiting = job("sms", "+14155550124", "314159");
     app.publish(&waiting).await;
-    // Its opening is committed (the attempt recorded as begun) while the slot is taken.
+    // Its claim is committed (admitted, no attempt begun) while the slot is taken.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while opened(&app, &id(&waiting)).await.as_deref() != Some("sending") {
-        assert!(tokio::time::Instant::now() < deadline, "the job opened");
+    while claimed(&app, &id(&waiting)).await != Some(("received".into(), true)) {
+        assert!(tokio::time::Instant::now() < deadline, "the job was claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.start_kill().unwrap();
@@ -180,9 +180,9 @@ async fn killed_while_waiting_for_its_slot(resend: bool) {
     assert_eq!(server.received_requests().await.unwrap().len(), calls);
 }
 
-/// The state of a challenge's row, if it has one yet.
-async fn opened(app: &TestApp, challenge_id: &str) -> Option<String> {
-    sqlx::query_scalar("SELECT state FROM deliveries WHERE challenge_id = $1")
+/// The state of a challenge's row and whether it is admitted, if it has one yet.
+async fn claimed(app: &TestApp, challenge_id: &str) -> Option<(String, bool)> {
+    sqlx::query_as("SELECT state, admitted FROM deliveries WHERE challenge_id = $1")
         .bind(challenge_id)
         .fetch_optional(&app.db)
         .await

@@ -1,5 +1,6 @@
-//! The store driven directly, on a database of its own: what one transaction of the batched
-//! fast path writes for new, refused and already recorded challenges; and, as properties,
+//! The store driven directly, on a database of its own: what one batched claim writes for
+//! new, refused and already recorded challenges, and what batched attempt starts write; and,
+//! as properties,
 //! that hostile text in any field and whatever the parsers pass is stored, clean.
 
 use crate::support::hostile;
@@ -11,8 +12,7 @@ use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
 use otpd::domain::{DeliveryState, FailReason, Job};
 use otpd::limits::{Counter, Refusal};
 use otpd::store::{
-    Claim, Decide, Finish, FirstAttempt, NewDelivery, Opened, Owner, ReceiptOutcome, Rejected,
-    Store,
+    Admit, Claim, Decide, Finish, NewDelivery, Owner, ReceiptOutcome, Rejected, Store, Verdict,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -44,12 +44,9 @@ fn refuses() -> Decide {
     })
 }
 
-/// Opens challenge `id`, taking the counter ("phone", `id`) if `decide` allows, its call marked.
-async fn open(store: &Store, id: &str, decide: Decide) -> Opened {
-    open_marked(store, id, decide, true).await
-}
-
-async fn open_marked(store: &Store, id: &str, decide: Decide, marked: bool) -> Opened {
+/// Claims challenge `id` for the owner with token 7, offering to take the counter
+/// ("phone", `id`) if `decide` allows.
+async fn claim(store: &Store, id: &str, decide: Decide) -> Claim {
     let expires_at = Utc::now() + Minutes::minutes(5);
     let new = NewDelivery {
         challenge_id: id,
@@ -63,15 +60,12 @@ async fn open_marked(store: &Store, id: &str, decide: Decide, marked: bool) -> O
         country: Some("US"),
         prefix: Some("1415555"),
     };
-    let first = FirstAttempt {
-        provider: "twilio",
+    let admit = Admit {
         keys: vec![("phone".to_string(), id.to_string())],
         decide,
-        lease: Duration::from_secs(30),
-        marked,
     };
-    let owner = Owner { id, token: 7 };
-    store.open(&new, owner, &first).await.unwrap()
+    let lease = Duration::from_secs(30);
+    store.claim(&new, lease, 7, Some(admit)).await.unwrap()
 }
 
 async fn scratch_store() -> (ScratchDb, Store) {
@@ -86,7 +80,7 @@ async fn scratch_store() -> (ScratchDb, Store) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_ones_alone() {
+async fn a_batch_of_claims_admits_new_challenges_and_leaves_recorded_ones_alone() {
     let (db, store) = scratch_store().await;
     sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('old', 'sent')")
         .execute(&db.pool)
@@ -94,55 +88,49 @@ async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_o
         .unwrap();
 
     // Submitted together, so that they share batches: whichever batch holds 'old' finds it
-    // recorded, rolls back and is decided again without it.
-    let opened = join_all([
-        open(&store, "a", takes_one()),
-        open(&store, "old", takes_one()),
-        open(&store, "refused", refuses()),
-        open(&store, "b", takes_one()),
+    // recorded, rolls back and is decided again without it; 'old' is then claimed as a
+    // recorded challenge, and found finished.
+    let claimed = join_all([
+        claim(&store, "a", takes_one()),
+        claim(&store, "old", takes_one()),
+        claim(&store, "refused", refuses()),
+        claim(&store, "b", takes_one()),
     ])
     .await;
-    let answers: Vec<String> = opened
+    let answers: Vec<String> = claimed
         .iter()
-        .map(|o| match o {
-            Opened::Started => "started".to_string(),
-            Opened::Exists => "exists".to_string(),
-            Opened::Refused(r) => format!("refused: {}", r.reason),
+        .map(|c| match c {
+            Claim::New(Verdict::Admitted) => "admitted".to_string(),
+            Claim::New(Verdict::Refused(r)) => format!("refused: {}", r.reason),
+            Claim::Done { state, .. } => format!("done: {state}"),
+            other => format!("{other:?}"),
         })
         .collect();
     assert_eq!(
         answers,
-        ["started", "exists", "refused: rate_limit", "started"]
+        ["admitted", "done: sent", "refused: rate_limit", "admitted"]
     );
 
-    let rows: Vec<(String, String, i32, bool, Option<String>, bool)> = sqlx::query_as(
-        "SELECT challenge_id, state, attempt, admitted, provider, call_started_at IS NOT NULL
+    let rows: Vec<(String, String, i32, bool, bool)> = sqlx::query_as(
+        "SELECT challenge_id, state, attempt, admitted, lease_token IS NOT NULL
            FROM deliveries ORDER BY challenge_id",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    let sending = |id: &str| {
-        (
-            id.into(),
-            "sending".into(),
-            1,
-            true,
-            Some("twilio".into()),
-            true,
-        )
-    };
+    let row =
+        |id: &str, state: &str, admitted, leased| (id.into(), state.into(), 0, admitted, leased);
     assert_eq!(
         rows,
         [
-            sending("a"),
-            sending("b"),
-            ("old".into(), "sent".into(), 0, false, None, false),
-            ("refused".into(), "received".into(), 0, false, None, false),
+            row("a", "received", true, true),
+            row("b", "received", true, true),
+            row("old", "sent", false, false),
+            row("refused", "received", false, true),
         ]
     );
 
-    // Only the started challenges took their counters.
+    // Only the admitted challenges took their counters.
     let counters: Vec<(String, i64)> =
         sqlx::query_as("SELECT key, hour_used FROM limit_counters ORDER BY key")
             .fetch_all(&db.pool)
@@ -150,62 +138,46 @@ async fn a_batch_opens_new_challenges_in_their_final_state_and_leaves_recorded_o
             .unwrap();
     assert_eq!(counters, [("a".into(), 1), ("b".into(), 1)]);
 
-    // The slow path's events, in order per challenge; none for the recorded one.
-    let events: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "SELECT challenge_id, state, attempt FROM delivery_events ORDER BY challenge_id, id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let event = |id: &str, state: &str, attempt| (id.into(), state.into(), attempt);
-    assert_eq!(
-        events,
-        [
-            event("a", "received", None),
-            event("a", "sending", Some(1)),
-            event("b", "received", None),
-            event("b", "sending", Some(1)),
-            event("refused", "received", None),
-        ]
-    );
+    // One `received` event per new challenge; none for the recorded one.
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT challenge_id, state FROM delivery_events ORDER BY challenge_id, id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let event = |id: &str| (id.into(), "received".into());
+    assert_eq!(events, [event("a"), event("b"), event("refused")]);
     store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_call_marks_mark_only_the_attempts_their_owners_still_hold() {
+async fn batched_attempt_starts_apply_only_to_challenges_their_owners_still_hold() {
     let (db, store) = scratch_store().await;
     for id in ["a", "b", "stolen"] {
-        let opened = open_marked(&store, id, takes_one(), false).await;
-        assert!(matches!(opened, Opened::Started), "{id}");
+        let claimed = claim(&store, id, takes_one()).await;
+        assert_eq!(claimed, Claim::New(Verdict::Admitted), "{id}");
     }
     sqlx::query("INSERT INTO deliveries (challenge_id, state) VALUES ('old', 'sent')")
         .execute(&db.pool)
         .await
         .unwrap();
-    let unmarked: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE call_started_at IS NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(unmarked, 4, "the openings leave their calls unmarked");
 
-    // Submitted together, so that they share batches. 'stolen' is marked under a token that
-    // no longer owns it, and 'old' has no attempt under way. A mark also renews the lease
-    // (the openings leased for 30 s).
+    // Submitted together, so that they share batches. 'stolen' is started under a token that
+    // no longer owns it, and 'old' is finished. A start marks the call as under way and
+    // renews the lease (the claims leased for 30 s).
     let lease = Duration::from_secs(120);
-    let mark = |id, token| store.mark_call_started(Owner { id, token }, lease);
-    let marked = join_all([
-        mark("a", 7),
-        mark("stolen", 8),
-        mark("old", 7),
-        mark("b", 7),
+    let start = |id, token| store.start_attempt(Owner { id, token }, 1, "twilio", lease);
+    let started = join_all([
+        start("a", 7),
+        start("stolen", 8),
+        start("old", 7),
+        start("b", 7),
     ])
     .await;
-    let marked: Vec<bool> = marked.into_iter().map(Result::unwrap).collect();
-    assert_eq!(marked, [true, false, false, true]);
+    let started: Vec<bool> = started.into_iter().map(Result::unwrap).collect();
+    assert_eq!(started, [true, false, false, true]);
 
-    let rows: Vec<(String, bool, bool)> = sqlx::query_as(
-        "SELECT challenge_id, call_started_at IS NOT NULL,
+    let rows: Vec<(String, String, i32, bool, bool)> = sqlx::query_as(
+        "SELECT challenge_id, state, attempt, call_started_at IS NOT NULL,
                 coalesce(lease_until > now() + interval '60 seconds', false)
            FROM deliveries ORDER BY challenge_id",
     )
@@ -215,10 +187,10 @@ async fn batched_call_marks_mark_only_the_attempts_their_owners_still_hold() {
     assert_eq!(
         rows,
         [
-            ("a".into(), true, true),
-            ("b".into(), true, true),
-            ("old".into(), false, false),
-            ("stolen".into(), false, false),
+            ("a".into(), "sending".into(), 1, true, true),
+            ("b".into(), "sending".into(), 1, true, true),
+            ("old".into(), "sent".into(), 0, false, false),
+            ("stolen".into(), "received".into(), 0, false, false),
         ]
     );
     store.close().await;
@@ -310,7 +282,7 @@ async fn job_round_trip(store: &Store, body: &[u8]) -> Result<(), TestCaseError>
     };
     let token = rand_token();
     let lease = Duration::from_secs(30);
-    if let Claim::New = stored(store.claim(&new, lease, token).await)? {
+    if let Claim::New(_) = stored(store.claim(&new, lease, token, None).await)? {
         let owner = Owner {
             id: job.challenge_id.as_str(),
             token,
@@ -385,11 +357,16 @@ async fn every_field(store: &Store, a: &str, b: &str, c: &str) -> Result<(), Tes
             .await,
     )?;
     let id = format!("prop-{}", uuid::Uuid::new_v4().simple());
-    prop_assert!(matches!(
-        open(store, &id, takes_one()).await,
-        Opened::Started
-    ));
+    prop_assert_eq!(
+        claim(store, &id, takes_one()).await,
+        Claim::New(Verdict::Admitted)
+    );
     let owner = Owner { id: &id, token: 7 };
+    prop_assert!(stored(
+        store
+            .start_attempt(owner, 1, "twilio", Duration::from_secs(30))
+            .await
+    )?);
     stored(store.record_in_doubt(&id, 1, Some("twilio"), b).await)?;
     let failed = finish(None, Some(c));
     prop_assert!(stored(
