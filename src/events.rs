@@ -5,7 +5,7 @@
 //! redelivers it and the event is published again.
 
 use crate::domain::job::MAX_BODY_BYTES;
-use crate::domain::{ChallengeId, DeliveryState, Rejection};
+use crate::domain::{ChallengeId, DeliveryState, Outcome, Rejection};
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -68,6 +68,28 @@ impl<'a> StatusEvent<'a> {
             at: Utc::now(),
         }
     }
+}
+
+impl<'a> StatusEvent<'a> {
+    /// Adds what a challenge's outcome tells its watchers: the attempt, the provider and its
+    /// message id, why it failed, and whether a call is in doubt.
+    pub fn with_outcome(mut self, o: &'a Outcome<'_>) -> Self {
+        self.attempt = o.attempt;
+        self.provider = o.provider.as_deref();
+        self.provider_message_id = o.provider_message_id.as_deref();
+        self.reason = o.reason.as_deref();
+        self.detail = o.detail.as_deref();
+        self.rule = o.rule.as_deref();
+        self.retry_after_secs = o.retry_at.map(retry_after_secs);
+        self.in_doubt = o.in_doubt;
+        self
+    }
+}
+
+/// Whole seconds from now until `at`, rounded up (0 once it has passed).
+fn retry_after_secs(at: DateTime<Utc>) -> u64 {
+    let ms = (at - Utc::now()).num_milliseconds().max(0) as u64;
+    ms.div_ceil(1000)
 }
 
 /// An abuse alert on `otpd.events` (routing key `alert.prefix_flagged`): a number range whose

@@ -6,12 +6,13 @@
 //! rest (a takeover of a challenge whose owner crashed before its admission committed) and
 //! ends the refused.
 
-use super::{Dispatcher, Halt, Outcome, deliver};
-use crate::domain::{DeliveryState, Destination, FailReason, Job, PhoneNumber};
+use super::{Dispatcher, Ending, Halt};
+use crate::domain::{DeliveryState, Destination, FailReason, Job, Outcome, PhoneNumber};
 use crate::limits::{Refusal, Subject, Take};
 use crate::metrics::LimitLabels;
 use crate::store::{Admission, Admit, Decide, Owner};
 use chrono::{TimeDelta, Utc};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,9 +23,9 @@ impl Dispatcher {
         job: &Job,
         owner: Owner<'_>,
         hmac: &[u8],
-    ) -> Result<Option<Outcome>, Halt> {
+    ) -> Result<Option<Ending>, Halt> {
         if !self.retry.may_start(Utc::now(), job.expires_at) {
-            let f = deliver::terminal(
+            let f = Outcome::ended(
                 DeliveryState::Expired,
                 0,
                 FailReason::Expired,
@@ -48,7 +49,7 @@ impl Dispatcher {
         job: &Job,
         owner: Owner<'_>,
         r: Refusal,
-    ) -> Result<Outcome, Halt> {
+    ) -> Result<Ending, Halt> {
         tracing::info!(reason = r.reason.code(), rule = r.rule.as_deref(), detail = %r.detail, "job refused by a limit or abuse control");
         self.metrics
             .limited
@@ -58,8 +59,8 @@ impl Dispatcher {
                 rule: r.rule.clone().unwrap_or_default(),
             })
             .inc();
-        let mut f = deliver::terminal(r.state, 0, r.reason, &r.detail);
-        f.rule = r.rule.as_deref();
+        let mut f = Outcome::ended(r.state, 0, r.reason, r.detail.as_str());
+        f.rule = r.rule.as_deref().map(Cow::Borrowed);
         f.retry_at = r
             .retry_after
             .and_then(|d| TimeDelta::from_std(d).ok())

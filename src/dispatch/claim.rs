@@ -6,7 +6,7 @@
 //! steps after it are the same: admission if it is still owed, the attempts, the conclusion.
 
 use super::deliver::Progress;
-use super::{Dispatcher, Halt, LEASE_SLACK, Outcome};
+use super::{Dispatcher, Ending, Halt, LEASE_SLACK};
 use crate::domain::{DeliveryState, Job};
 use crate::events::Pending;
 use crate::render::Message;
@@ -31,7 +31,7 @@ impl Dispatcher {
         new: &NewDelivery<'_>,
         owner: Owner<'_>,
         pass: Pass,
-    ) -> Result<Outcome, Halt> {
+    ) -> Result<Ending, Halt> {
         // A job is most likely the first for its challenge, so its limits are offered with the
         // claim. After a lost lease the challenge is recorded, and the claim takes it over.
         let admit = match pass.first {
@@ -66,9 +66,10 @@ impl Dispatcher {
                 };
                 Box::pin(self.deliver(job, message, owner, p)).await
             }
-            Claim::Done { state, row } => {
-                Box::pin(self.duplicate(job, state, &row, pass.owed)).await
-            }
+            Claim::Done {
+                outcome,
+                event_published,
+            } => Box::pin(self.duplicate(job, &outcome, event_published, pass.owed)).await,
             // `claim` waits until the challenge is no longer busy.
             Claim::Busy { .. } => Err(Halt::LeaseLost),
         }
@@ -83,7 +84,7 @@ impl Dispatcher {
         owner: Owner<'_>,
         hmac: &[u8],
         verdict: Verdict,
-    ) -> Result<Outcome, Halt> {
+    ) -> Result<Ending, Halt> {
         // Not awaited before the work: the confirm is not worth a round trip ahead of the
         // call, and events go out in order on one channel, so it precedes the terminal event.
         let accepted = self.send_accepted(job).await;

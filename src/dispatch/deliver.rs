@@ -1,37 +1,16 @@
 //! The attempt loop: provider calls along the channel's failover chain, with retries, bounded
 //! by the code's expiry and by the attempt budget.
 
-use super::{Dispatcher, Halt, Outcome};
-use crate::domain::{DeliveryState, FailReason, Job};
+use super::{Dispatcher, Ending, Halt};
+use crate::domain::{DeliveryState, FailReason, Job, Outcome};
 use crate::metrics::{ChannelLabels, JobLabels};
 use crate::providers::{Pick, ProviderError, Reservation, Sent};
 use crate::render::Message;
 use crate::retry::Decision;
-use crate::store::{Finish, Owner};
+use crate::store::Owner;
 use chrono::Utc;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
-
-/// A terminal transition with no provider attempt behind it.
-pub(super) fn terminal<'a>(
-    state: DeliveryState,
-    attempt: i32,
-    reason: FailReason,
-    detail: &'a str,
-) -> Finish<'a> {
-    Finish {
-        state,
-        attempt,
-        provider: None,
-        provider_message_id: None,
-        reason: Some(reason),
-        detail: Some(detail),
-        response_status: None,
-        latency_ms: None,
-        in_doubt: false,
-        rule: None,
-        retry_at: None,
-    }
-}
 
 /// Where a job stands between attempts (the default: before its first).
 #[derive(Debug, Default)]
@@ -57,7 +36,7 @@ enum Begun {
     /// Call provider `index` now: the attempt is recorded as begun.
     Call(usize, Reservation),
     /// The job ended before another attempt (expired, out of attempts, in doubt).
-    Concluded(Outcome),
+    Concluded(Ending),
     /// The provider is chosen again: the chain waited for a breaker's probe, a breaker opened
     /// while the job waited for its slot, or the code's time ran out.
     Again,
@@ -72,7 +51,7 @@ impl Dispatcher {
         message: &Message,
         owner: Owner<'_>,
         mut p: Progress,
-    ) -> Result<Outcome, Halt> {
+    ) -> Result<Ending, Halt> {
         loop {
             let (index, reservation) = match self.begin_attempt(job, owner, &mut p).await? {
                 Begun::Call(index, reservation) => (index, reservation),
@@ -90,7 +69,7 @@ impl Dispatcher {
             let failure = match attempted.result {
                 Ok(sent) => {
                     self.count_segments(name, job, message);
-                    let f = sent_finish(name, p.attempt, &sent, latency_ms, p.in_doubt);
+                    let f = sent_outcome(name, p.attempt, &sent, latency_ms, p.in_doubt);
                     return self.conclude(job, owner, f).await;
                 }
                 Err(e) => e,
@@ -100,9 +79,7 @@ impl Dispatcher {
                 self.note_in_doubt(job, p.attempt, Some(name), &failure.to_string())
                     .await?;
             }
-            let detail = failure.to_string();
-            let mut f = failure_finish(name, p.attempt, &failure, latency_ms, p.in_doubt);
-            f.detail = Some(&detail);
+            let mut f = failure_outcome(name, p.attempt, &failure, latency_ms, p.in_doubt);
             match self.next_after(job, &p, index, &failure) {
                 Next::After(wait) => {
                     tracing::warn!(attempt = p.attempt, provider = name, retry_in_ms = wait.as_millis() as u64, error = %failure, "attempt failed; will retry");
@@ -120,7 +97,7 @@ impl Dispatcher {
                     tracing::warn!(attempt = p.attempt, provider = name, error = %failure, %state, "attempt failed; giving up");
                     f.state = state;
                     if let Some(reason) = reason {
-                        f.reason = Some(reason);
+                        f.set_reason(reason);
                     }
                     return self.conclude(job, owner, f).await;
                 }
@@ -137,7 +114,7 @@ impl Dispatcher {
         p: &mut Progress,
     ) -> Result<Begun, Halt> {
         if let Some((state, reason, detail)) = self.stop_before_attempt(job, p) {
-            let mut f = terminal(state, p.attempt, reason, detail);
+            let mut f = Outcome::ended(state, p.attempt, reason, detail);
             f.in_doubt = p.in_doubt;
             return self.conclude(job, owner, f).await.map(Begun::Concluded);
         }
@@ -309,8 +286,8 @@ impl Dispatcher {
         &self,
         job: &Job,
         owner: Owner<'_>,
-        f: Finish<'_>,
-    ) -> Result<Outcome, Halt> {
+        f: Outcome<'_>,
+    ) -> Result<Ending, Halt> {
         if !self.persist(|| self.store.finish(owner, &f)).await? {
             // Taken over meanwhile, or this very commit went through but its answer was lost:
             // either way the claim loop finds the recorded outcome and its event.
@@ -326,66 +303,47 @@ impl Dispatcher {
         if f.state == DeliveryState::Sent {
             self.count_spend(job);
         }
-        let mut event = self.event(job, f.state);
-        event.attempt = f.attempt;
-        event.provider = f.provider;
-        event.provider_message_id = f.provider_message_id;
-        event.reason = f.reason.map(FailReason::code);
-        event.detail = f.detail;
-        event.rule = f.rule;
-        event.retry_after_secs = f.retry_at.map(super::retry_after_secs);
-        event.in_doubt = f.in_doubt;
-        self.publish(&event).await?;
-        Ok(Outcome::Finished(f.state))
+        self.publish(&self.event(job, f.state).with_outcome(&f))
+            .await?;
+        Ok(Ending::Finished(f.state))
     }
 }
 
-fn sent_finish<'a>(
+fn sent_outcome<'a>(
     provider: &'a str,
     attempt: i32,
     sent: &'a Sent,
     latency_ms: u64,
     in_doubt: bool,
-) -> Finish<'a> {
-    Finish {
-        state: DeliveryState::Sent,
-        attempt,
-        provider: Some(provider),
-        provider_message_id: sent.provider_message_id.as_deref(),
-        reason: None,
-        detail: None,
+) -> Outcome<'a> {
+    Outcome {
+        provider: Some(Cow::Borrowed(provider)),
+        provider_message_id: sent.provider_message_id.as_deref().map(Cow::Borrowed),
         response_status: sent.status,
         latency_ms: Some(latency_ms),
         in_doubt,
-        rule: None,
-        retry_at: None,
+        ..Outcome::new(DeliveryState::Sent, attempt)
     }
 }
 
 /// The record of a failed attempt; `state` is Failed until the retry decision says otherwise.
-fn failure_finish<'a>(
+fn failure_outcome<'a>(
     provider: &'a str,
     attempt: i32,
     e: &ProviderError,
     latency_ms: u64,
     in_doubt: bool,
-) -> Finish<'a> {
+) -> Outcome<'a> {
     let reason = match e {
         ProviderError::Permanent { reason, .. } => *reason,
         ProviderError::RateLimited { .. } => FailReason::ProviderRateLimited,
         ProviderError::Transient { .. } => FailReason::ProviderTransient,
     };
-    Finish {
-        state: DeliveryState::Failed,
-        attempt,
-        provider: Some(provider),
-        provider_message_id: None,
-        reason: Some(reason),
-        detail: None,
+    Outcome {
+        provider: Some(Cow::Borrowed(provider)),
         response_status: e.status(),
         latency_ms: Some(latency_ms),
         in_doubt,
-        rule: None,
-        retry_at: None,
+        ..Outcome::ended(DeliveryState::Failed, attempt, reason, e.to_string())
     }
 }

@@ -1,7 +1,7 @@
 //! What arrives besides plain jobs: signatures to check before anything else, and
 //! `verified` feedback messages (docs/job-v1.md) that feed conversion tracking.
 
-use super::{Dispatcher, Disposition, Halt, Outcome, Processed};
+use super::{Dispatcher, Disposition, Ending, Halt, Processed};
 use crate::config::SigningMode;
 use crate::domain::DeliveryState;
 use crate::domain::{Job, RejectReason, Rejection};
@@ -90,11 +90,11 @@ impl Dispatcher {
         {
             Ok(true) => {
                 self.metrics.verified.inc();
-                Disposition::Ack(Outcome::Verified)
+                Disposition::Ack(Ending::Verified)
             }
             Ok(false) => {
                 tracing::info!(challenge_id = %id, "verified feedback for a challenge never sent, or long expired; ignored");
-                Disposition::Ack(Outcome::Verified)
+                Disposition::Ack(Ending::Verified)
             }
             Err(Halt::Refused) => {
                 let r = Rejection::new(

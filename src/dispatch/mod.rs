@@ -20,6 +20,7 @@ pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
 
 use crate::config::Settings;
+use crate::domain::Outcome;
 use crate::domain::{DeliveryState, Job, Rejection};
 use crate::events::{Publisher, StatusEvent};
 use crate::limits::Limits;
@@ -28,7 +29,7 @@ use crate::metrics::{ChannelLabels, Metrics};
 use crate::providers::Providers;
 use crate::render::Message;
 use crate::retry::RetryPolicy;
-use crate::store::{NewDelivery, Owner, Recorded, Store};
+use crate::store::{NewDelivery, Owner, Store};
 use crate::templates::{RenderError, Templates};
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -41,7 +42,7 @@ use tracing::Instrument;
 #[derive(Debug)]
 pub enum Disposition {
     /// The outcome is committed (or the job was a duplicate): ack.
-    Ack(Outcome),
+    Ack(Ending),
     /// The job is invalid: copy it to the dead-letter exchange with this reason, then ack.
     DeadLetter(Rejection),
     /// Shutdown or an outage interrupted the work: leave the message unacked so the broker
@@ -51,7 +52,7 @@ pub enum Disposition {
 
 /// How a job ended, for metrics, logs and anyone watching (the tests do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Ending {
     /// This job took the challenge to this terminal state.
     Finished(DeliveryState),
     /// The challenge had already finished in this state; nothing was sent.
@@ -240,14 +241,15 @@ impl Dispatcher {
     /// A job for a challenge that already finished: never sent again. Its terminal event is
     /// published again if this message may be the one that committed it (`owed`: a
     /// redelivery, or a retry after this task's own commit lost its answer), or if the row is
-    /// older than the rule that the commit implies the event.
+    /// older than the rule that the commit implies the event (`!event_published`).
     async fn duplicate(
         &self,
         job: &Job,
-        state: DeliveryState,
-        row: &Recorded,
+        outcome: &Outcome<'_>,
+        event_published: bool,
         owed: bool,
-    ) -> Result<Outcome, Halt> {
+    ) -> Result<Ending, Halt> {
+        let state = outcome.state;
         tracing::info!(%state, "duplicate job for a finished challenge; not sent again");
         // Only an audit note: a refusal of it must not end a finished challenge's job.
         match self
@@ -263,19 +265,11 @@ impl Dispatcher {
                 channel: job.channel.as_str(),
             })
             .inc();
-        if owed || !row.event_published {
-            let mut event = self.event(job, state);
-            event.attempt = row.attempt;
-            event.provider = row.provider.as_deref();
-            event.provider_message_id = row.provider_message_id.as_deref();
-            event.reason = row.reason.as_deref();
-            event.detail = row.detail.as_deref();
-            event.rule = row.rule.as_deref();
-            event.retry_after_secs = row.retry_at.map(retry_after_secs);
-            event.in_doubt = row.in_doubt;
-            self.publish(&event).await?;
+        if owed || !event_published {
+            self.publish(&self.event(job, state).with_outcome(outcome))
+                .await?;
         }
-        Ok(Outcome::Duplicate(state))
+        Ok(Ending::Duplicate(state))
     }
 
     fn event<'a>(&self, job: &'a Job, state: DeliveryState) -> StatusEvent<'a> {
@@ -291,10 +285,4 @@ impl Dispatcher {
             Halt::Interrupted
         })
     }
-}
-
-/// Whole seconds from now until `at`, rounded up (0 once it has passed).
-fn retry_after_secs(at: chrono::DateTime<Utc>) -> u64 {
-    let ms = (at - Utc::now()).num_milliseconds().max(0) as u64;
-    ms.div_ceil(1000)
 }

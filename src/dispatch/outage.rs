@@ -4,7 +4,7 @@
 //! write itself being refused; it ends its own job (`end_refused`), so that one poison job
 //! cannot hold its prefetch slot, and retry, forever.
 
-use super::{Dispatcher, Disposition, Halt, Outcome};
+use super::{Dispatcher, Disposition, Ending, Halt};
 use crate::domain::{DeliveryState, Job, RejectReason, Rejection};
 use crate::metrics::JobLabels;
 use crate::store::{Owner, StoreError};
@@ -32,7 +32,7 @@ impl Dispatcher {
             Err(_) => None,
         };
         match aborted {
-            Some(row) if row.state == DeliveryState::Failed.as_str() => {
+            Some(outcome) if outcome.state == DeliveryState::Failed => {
                 self.metrics
                     .jobs
                     .get_or_create(&JobLabels {
@@ -40,14 +40,9 @@ impl Dispatcher {
                         state: DeliveryState::Failed.as_str(),
                     })
                     .inc();
-                let mut event = self.event(job, DeliveryState::Failed);
-                event.attempt = row.attempt;
-                event.provider = row.provider.as_deref();
-                event.reason = Some(RejectReason::InternalError.code());
-                event.detail = Some(DETAIL);
-                event.in_doubt = row.in_doubt;
+                let event = self.event(job, outcome.state).with_outcome(&outcome);
                 match self.publish(&event).await {
-                    Ok(()) => Disposition::Ack(Outcome::Finished(DeliveryState::Failed)),
+                    Ok(()) => Disposition::Ack(Ending::Finished(DeliveryState::Failed)),
                     Err(_) => Disposition::Abandon,
                 }
             }

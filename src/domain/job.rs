@@ -80,7 +80,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub fn code(self) -> &'static str {
+    pub const fn code(self) -> &'static str {
         match self {
             RejectReason::TooLarge => "too_large",
             RejectReason::MalformedJson => "malformed_json",

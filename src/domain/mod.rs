@@ -5,6 +5,7 @@ mod fail;
 mod ids;
 pub mod job;
 mod mask;
+mod outcome;
 mod secret_code;
 mod state;
 pub mod text;
@@ -13,6 +14,7 @@ pub use fail::FailReason;
 pub use ids::{AccountId, ChallengeId};
 pub use job::{Job, RejectReason, Rejection, parse_locale};
 pub use mask::{mask_email, mask_phone};
+pub use outcome::Outcome;
 pub use secret_code::OtpCode;
 pub use state::DeliveryState;
 

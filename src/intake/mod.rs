@@ -15,7 +15,7 @@ pub use liveness::Liveness;
 
 use crate::amqp;
 use crate::config::AmqpSettings;
-use crate::dispatch::{Dispatcher, Disposition, Inbound, Outcome, SIGNATURE_HEADER};
+use crate::dispatch::{Dispatcher, Disposition, Ending, Inbound, SIGNATURE_HEADER};
 use crate::domain::{Channel, RejectReason};
 use crate::events::Publisher;
 use crate::metrics::{ChannelLabels, Metrics};
@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 /// What happened to one message, broadcast for observers (tests, future admin views).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    Acked(Outcome),
+    Acked(Ending),
     DeadLettered(RejectReason),
     Abandoned,
 }

@@ -3,9 +3,10 @@
 use super::open::{Admit, OpenOp, Opened};
 use super::writes::{ClaimOp, FinishOp, StartOp};
 use super::{Store, StoreError};
-use crate::domain::{ChallengeId, DeliveryState, FailReason};
+use crate::domain::{ChallengeId, DeliveryState, Outcome, RejectReason};
 use crate::limits::Refusal;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What a newly arrived, valid job records before any work is done.
@@ -39,8 +40,15 @@ pub enum Claim {
         doubted: bool,
         admitted: bool,
     },
-    /// The challenge already reached a terminal state, recorded as `row`.
-    Done { state: DeliveryState, row: Recorded },
+    /// The challenge already reached its outcome. `event_published` is set by the terminal
+    /// commit itself: the job that committed it publishes the event before its message is
+    /// acked, and if it never gets there the broker redelivers that message, whose copy
+    /// publishes it again. False only on rows from before that rule, whose event may never
+    /// have been confirmed.
+    Done {
+        outcome: Outcome<'static>,
+        event_published: bool,
+    },
     /// Another worker holds a live lease on it.
     Busy { lease_until: DateTime<Utc> },
 }
@@ -56,59 +64,11 @@ pub enum Verdict {
     Unjudged,
 }
 
-/// A challenge as recorded: what a republished terminal status event needs.
-#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct Recorded {
-    pub state: String,
-    pub attempt: i32,
-    pub provider: Option<String>,
-    pub provider_message_id: Option<String>,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-    /// Set by the terminal commit itself: the job that committed it publishes the event before
-    /// its message is acked, and if it never gets there the broker redelivers that message,
-    /// whose copy publishes it again. False only on rows from before that rule, whose event
-    /// may never have been confirmed.
-    pub event_published: bool,
-    pub lease_until: Option<DateTime<Utc>>,
-    /// Some provider call for this challenge was in doubt.
-    pub in_doubt: bool,
-    /// The limit rule that refused it, and when it would have been allowed.
-    pub rule: Option<String>,
-    pub retry_at: Option<DateTime<Utc>>,
-}
-
-/// A terminal transition, with the provider attempt that led to it (if any).
-pub struct Finish<'a> {
-    pub state: DeliveryState,
-    pub attempt: i32,
-    pub provider: Option<&'a str>,
-    pub provider_message_id: Option<&'a str>,
-    pub reason: Option<FailReason>,
-    pub detail: Option<&'a str>,
-    pub response_status: Option<u16>,
-    pub latency_ms: Option<u64>,
-    pub in_doubt: bool,
-    /// For `rate_limited`: the rule and when the job would have been allowed.
-    pub rule: Option<&'a str>,
-    pub retry_at: Option<DateTime<Utc>>,
-}
-
 /// A refused job whose challenge_id could be read.
 pub struct Rejected<'a> {
     pub challenge_id: &'a ChallengeId,
     pub reason: &'a str,
     pub detail: &'a str,
-}
-
-/// A challenge ended by [`Store::abort`].
-#[derive(Debug, sqlx::FromRow)]
-pub struct Aborted {
-    pub state: String,
-    pub attempt: i32,
-    pub provider: Option<String>,
-    /// A provider call may have left: the vendor may have the message.
-    pub in_doubt: bool,
 }
 
 /// The current owner of a challenge: its id and the token its claim drew.
@@ -117,6 +77,9 @@ pub struct Owner<'a> {
     pub id: &'a str,
     pub token: i64,
 }
+
+/// The reason an aborted challenge records.
+const INTERNAL_ERROR: &str = RejectReason::InternalError.code();
 
 fn lease_secs(lease: Duration) -> f64 {
     lease.as_secs_f64()
@@ -227,7 +190,7 @@ impl Store {
     pub async fn record_failed_attempt(
         &self,
         owner: Owner<'_>,
-        f: &Finish<'_>,
+        f: &Outcome<'_>,
         lease: Duration,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
@@ -239,11 +202,11 @@ impl Store {
         )
         .bind(owner.id)
         .bind(f.attempt)
-        .bind(f.provider)
+        .bind(f.provider.as_deref())
         .bind(f.response_status.map(i32::from))
         .bind(f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32))
-        .bind(f.reason.map(FailReason::code))
-        .bind(f.detail.map(super::kept))
+        .bind(f.reason.as_deref())
+        .bind(f.detail.as_deref().map(super::kept))
         .bind(lease_secs(lease))
         .bind(owner.token)
         .execute(&self.pool)
@@ -253,21 +216,21 @@ impl Store {
 
     /// Commits a terminal state and its audit event in one statement. Returns false, changing
     /// nothing, if the lease was lost (the new owner records the outcome).
-    pub async fn finish(&self, owner: Owner<'_>, f: &Finish<'_>) -> Result<bool, StoreError> {
-        let owned = |s: Option<&str>| s.map(super::kept);
+    pub async fn finish(&self, owner: Owner<'_>, f: &Outcome<'_>) -> Result<bool, StoreError> {
+        let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(super::kept);
         let op = FinishOp {
             challenge_id: owner.id.to_string(),
             token: owner.token,
             state: f.state.as_str(),
             attempt: f.attempt,
-            provider: owned(f.provider),
-            provider_message_id: f.provider_message_id.map(super::kept_id),
-            reason: f.reason.map(|r| r.code().to_string()),
-            detail: owned(f.detail),
+            provider: owned(&f.provider),
+            provider_message_id: f.provider_message_id.as_deref().map(super::kept_id),
+            reason: owned(&f.reason),
+            detail: owned(&f.detail),
             response_status: f.response_status.map(i32::from),
             latency_ms: f.latency_ms.map(|ms| ms.min(i32::MAX as u64) as i32),
             in_doubt: f.in_doubt,
-            rule: owned(f.rule),
+            rule: owned(&f.rule),
             retry_at: f.retry_at,
         };
         self.writes.finish.submit(op).await
@@ -309,9 +272,9 @@ impl Store {
     pub async fn abort(
         &self,
         owner: Owner<'_>,
-        detail: &str,
-    ) -> Result<Option<Aborted>, StoreError> {
-        Ok(sqlx::query_as(
+        detail: &'static str,
+    ) -> Result<Option<Outcome<'static>>, StoreError> {
+        let row: Option<(String, i32, Option<String>, bool)> = sqlx::query_as(
             "WITH o AS (SELECT challenge_id, call_started_at IS NOT NULL
                                 OR EXISTS (SELECT 1 FROM delivery_events x
                                             WHERE x.challenge_id = $1 AND x.kind = 'in_doubt') AS doubt
@@ -334,7 +297,18 @@ impl Store {
         .bind(owner.token)
         .bind(detail)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        let Some((state, attempt, provider, in_doubt)) = row else {
+            return Ok(None);
+        };
+        let state = DeliveryState::parse(&state).ok_or(StoreError::BadState(state))?;
+        Ok(Some(Outcome {
+            provider: provider.map(Cow::Owned),
+            reason: Some(Cow::Borrowed(INTERNAL_ERROR)),
+            detail: Some(Cow::Borrowed(detail)),
+            in_doubt,
+            ..Outcome::new(state, attempt)
+        }))
     }
 
     /// Notes in the audit trail that a job for a finished challenge arrived and was not sent.

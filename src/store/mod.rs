@@ -14,7 +14,7 @@ mod receipts;
 mod writes;
 
 pub use admission::{Admission, Decide};
-pub use deliveries::{Aborted, Claim, Finish, NewDelivery, Owner, Recorded, Rejected, Verdict};
+pub use deliveries::{Claim, NewDelivery, Owner, Rejected, Verdict};
 pub use limits::Conversion;
 pub use open::Admit;
 pub use receipts::{ReceiptOutcome, Receipted};

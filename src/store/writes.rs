@@ -5,10 +5,11 @@
 
 use super::StoreError;
 use super::batch::Op;
-use super::deliveries::{Claim, Recorded, Verdict};
-use crate::domain::DeliveryState;
+use super::deliveries::{Claim, Verdict};
+use crate::domain::{DeliveryState, Outcome};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// `Store::claim` for one job.
@@ -37,11 +38,37 @@ struct Claimed {
     admitted: bool,
 }
 
+/// A challenge as recorded, for a claim that could not take it.
 #[derive(sqlx::FromRow)]
 struct Current {
     challenge_id: String,
-    #[sqlx(flatten)]
-    row: Recorded,
+    state: String,
+    attempt: i32,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    reason: Option<String>,
+    detail: Option<String>,
+    event_published: bool,
+    lease_until: Option<DateTime<Utc>>,
+    /// Some provider call for this challenge was in doubt.
+    in_doubt: bool,
+    rule: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+impl Current {
+    fn outcome(self, state: DeliveryState) -> Outcome<'static> {
+        Outcome {
+            provider: self.provider.map(Cow::Owned),
+            provider_message_id: self.provider_message_id.map(Cow::Owned),
+            reason: self.reason.map(Cow::Owned),
+            detail: self.detail.map(Cow::Owned),
+            in_doubt: self.in_doubt,
+            rule: self.rule.map(Cow::Owned),
+            retry_at: self.retry_at,
+            ..Outcome::new(state, self.attempt)
+        }
+    }
 }
 
 impl Op for ClaimOp {
@@ -145,11 +172,15 @@ async fn current(
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    for Current { challenge_id, row } in rows {
+    for row in rows {
         let state = DeliveryState::parse(&row.state)
             .ok_or_else(|| StoreError::BadState(row.state.clone()))?;
+        let challenge_id = row.challenge_id.clone();
         let claim = match (state.is_terminal(), row.lease_until) {
-            (true, _) => Claim::Done { state, row },
+            (true, _) => Claim::Done {
+                event_published: row.event_published,
+                outcome: row.outcome(state),
+            },
             (false, Some(lease_until)) => Claim::Busy { lease_until },
             // An open row always has a lease; treat a missing one as just expired.
             (false, None) => Claim::Busy {

@@ -3,7 +3,7 @@
 
 use crate::support::{Signal, TestApp, created, id, job, twilio};
 use otpd::config::SmtpTls;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use serde_json::Value;
@@ -20,7 +20,7 @@ fn form(request: &Request) -> std::collections::HashMap<String, String> {
 }
 
 fn sent() -> Handled {
-    Handled::Acked(Outcome::Finished(DeliveryState::Sent))
+    Handled::Acked(Ending::Finished(DeliveryState::Sent))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +165,7 @@ async fn republished_and_redelivered_jobs_are_not_sent_twice_and_redeliveries_re
     app.publish(&job).await;
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Duplicate(DeliveryState::Sent))
+        Handled::Acked(Ending::Duplicate(DeliveryState::Sent))
     );
 
     // A real broker redelivery, to a restarted otpd: the copy is returned unacked.
@@ -189,7 +189,7 @@ async fn republished_and_redelivered_jobs_are_not_sent_twice_and_redeliveries_re
     app.start_again().await;
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Duplicate(DeliveryState::Sent))
+        Handled::Acked(Ending::Duplicate(DeliveryState::Sent))
     );
 
     assert_eq!(
@@ -242,7 +242,7 @@ async fn an_expired_job_is_not_sent() {
 
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Expired))
+        Handled::Acked(Ending::Finished(DeliveryState::Expired))
     );
     assert!(server.received_requests().await.unwrap().is_empty());
     assert_eq!(
@@ -297,7 +297,7 @@ async fn an_invalid_number_error_fails_without_retry() {
 
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+        Handled::Acked(Ending::Finished(DeliveryState::Failed))
     );
     assert_eq!(
         server.received_requests().await.unwrap().len(),
@@ -457,7 +457,7 @@ async fn a_copy_arriving_while_the_first_is_in_flight_waits_and_is_not_sent() {
     assert_eq!(
         handled,
         [
-            Handled::Acked(Outcome::Duplicate(DeliveryState::Sent)),
+            Handled::Acked(Ending::Duplicate(DeliveryState::Sent)),
             sent()
         ]
     );

@@ -3,7 +3,7 @@
 
 use crate::support::{Signal, TestApp, created, id, job};
 use otpd::config::Settings;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use wiremock::matchers::{method, path};
@@ -67,7 +67,7 @@ async fn deliver_one(app: &mut TestApp) -> (Handled, serde_json::Value) {
     (handled, app.event_for(&id(&job)).await)
 }
 
-const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
+const SENT: Handled = Handled::Acked(Ending::Finished(DeliveryState::Sent));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_provider_trips_its_breaker_and_the_next_in_the_chain_delivers() {
@@ -172,7 +172,7 @@ async fn an_invalid_number_does_not_fail_over() {
     let (handled, event) = deliver_one(&mut app).await;
     assert_eq!(
         handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+        Handled::Acked(Ending::Finished(DeliveryState::Failed))
     );
     assert_eq!(event["reason"], "invalid_destination");
     assert_eq!(event["provider"], "primary");

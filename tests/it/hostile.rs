@@ -6,7 +6,7 @@
 use crate::support::*;
 use lapin::BasicProperties;
 use otpd::config::SigningMode;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
 use otpd::domain::{DeliveryState, RejectReason};
 use otpd::intake::Handled;
@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
-const FAILED: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Failed));
+const SENT: Handled = Handled::Acked(Ending::Finished(DeliveryState::Sent));
+const FAILED: Handled = Handled::Acked(Ending::Finished(DeliveryState::Failed));
 
 /// Every row of both tables, as JSON text.
 async fn all_rows(app: &TestApp) -> Vec<String> {
@@ -337,7 +337,7 @@ async fn a_signed_verified_body_republished_as_a_job_is_refused_and_names_no_cha
     app.publish_with(&body, "verified", props).await;
     assert_eq!(
         app.next_report().await.handled,
-        Handled::Acked(Outcome::Verified)
+        Handled::Acked(Ending::Verified)
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
         .fetch_one(&app.db)

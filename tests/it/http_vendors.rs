@@ -4,15 +4,15 @@
 
 use crate::support::{TestApp, id, job, provider_example as example};
 use otpd::config::ProviderConfig;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::collections::HashMap;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
-const FAILED: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Failed));
+const SENT: Handled = Handled::Acked(Ending::Finished(DeliveryState::Sent));
+const FAILED: Handled = Handled::Acked(Ending::Finished(DeliveryState::Failed));
 
 async fn spawn(name: &'static str, provider: ProviderConfig) -> TestApp {
     TestApp::spawn(move |s| {

@@ -3,7 +3,7 @@
 
 use crate::support::{ACCOUNT_SID, PATIENCE, Signal, TestApp, created, id, job, twilio};
 use otpd::config::Settings;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::time::Duration;
@@ -53,7 +53,7 @@ async fn a_timed_out_call_is_resent_and_the_event_says_in_doubt() {
 
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Sent))
+        Handled::Acked(Ending::Finished(DeliveryState::Sent))
     );
     assert_eq!(app.event_for(&id(&job)).await["state"], "accepted");
     let event = app.event_for(&id(&job)).await;
@@ -84,7 +84,7 @@ async fn with_resend_off_a_timed_out_call_ends_failed_in_doubt_without_a_second_
 
     assert_eq!(
         app.report_for(&id(&job)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+        Handled::Acked(Ending::Finished(DeliveryState::Failed))
     );
     assert_eq!(
         app.state_of(&id(&job)).await,
@@ -149,7 +149,10 @@ async fn killed_while_waiting_for_its_slot(resend: bool) {
     // Its claim is committed (admitted, no attempt begun) while the slot is taken.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while claimed(&app, &id(&waiting)).await != Some(("received".into(), true)) {
-        assert!(tokio::time::Instant::now() < deadline, "the job was claimed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was claimed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.start_kill().unwrap();

@@ -4,7 +4,7 @@
 
 use crate::support::{TestApp, id, job};
 use lapin::types::AMQPValue;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::{DeliveryState, RejectReason};
 use otpd::intake::Handled;
 use serde_json::{Value, json};
@@ -156,7 +156,7 @@ async fn invalid_jobs_are_dead_lettered_with_their_reason_and_consumption_goes_o
     app.publish(&good).await;
     assert_eq!(
         app.report_for(&id(&good)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Sent))
+        Handled::Acked(Ending::Finished(DeliveryState::Sent))
     );
 }
 
@@ -167,7 +167,7 @@ async fn a_malformed_copy_does_not_rewrite_a_delivered_challenge() {
     app.publish(&good).await;
     assert_eq!(
         app.report_for(&id(&good)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Sent))
+        Handled::Acked(Ending::Finished(DeliveryState::Sent))
     );
 
     let mut bad = good.clone();

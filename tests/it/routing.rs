@@ -4,7 +4,7 @@
 
 use crate::support::{TestApp, id, job};
 use otpd::config::Chain;
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use wiremock::matchers::{method, path};
@@ -16,7 +16,7 @@ const SIDS: [(&str, &str); 3] = [
     ("uk_mobile", "AC44444444444444444444444444444444"),
 ];
 
-const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
+const SENT: Handled = Handled::Acked(Ending::Finished(DeliveryState::Sent));
 
 async fn fake(sid: &str) -> MockServer {
     let server = MockServer::start().await;

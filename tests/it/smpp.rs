@@ -5,12 +5,12 @@
 use crate::support::smsc::{FakeSmsc, PASSWORD};
 use crate::support::{PATIENCE, TestApp, id, job};
 use otpd::config::{ProviderConfig, SmppSettings};
-use otpd::dispatch::Outcome;
+use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
 use otpd::intake::Handled;
 use std::sync::atomic::Ordering;
 
-const SENT: Handled = Handled::Acked(Outcome::Finished(DeliveryState::Sent));
+const SENT: Handled = Handled::Acked(Ending::Finished(DeliveryState::Sent));
 
 fn smpp(url: String, password: &'static str) -> impl Fn(&mut otpd::config::Settings) + Send + Sync {
     with(url, password, |_| {})
@@ -86,7 +86,7 @@ async fn a_refused_bind_fails_the_job_as_provider_auth() {
     app.publish(&j).await;
     assert_eq!(
         app.report_for(&id(&j)).await.handled,
-        Handled::Acked(Outcome::Finished(DeliveryState::Failed))
+        Handled::Acked(Ending::Finished(DeliveryState::Failed))
     );
     assert_eq!(app.event_for(&id(&j)).await["state"], "accepted");
     assert_eq!(app.event_for(&id(&j)).await["reason"], "provider_auth");

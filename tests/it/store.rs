@@ -9,10 +9,10 @@ use chrono::{Duration as Minutes, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::future::join_all;
 use otpd::domain::text::{MAX_DETAIL_CHARS, is_clean};
-use otpd::domain::{DeliveryState, FailReason, Job};
+use otpd::domain::{DeliveryState, FailReason, Job, Outcome};
 use otpd::limits::{Counter, Refusal};
 use otpd::store::{
-    Admit, Claim, Decide, Finish, NewDelivery, Owner, ReceiptOutcome, Rejected, Store, Verdict,
+    Admit, Claim, Decide, NewDelivery, Owner, ReceiptOutcome, Rejected, Store, Verdict,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -102,7 +102,7 @@ async fn a_batch_of_claims_admits_new_challenges_and_leaves_recorded_ones_alone(
         .map(|c| match c {
             Claim::New(Verdict::Admitted) => "admitted".to_string(),
             Claim::New(Verdict::Refused(r)) => format!("refused: {}", r.reason),
-            Claim::Done { state, .. } => format!("done: {state}"),
+            Claim::Done { outcome, .. } => format!("done: {}", outcome.state),
             other => format!("{other:?}"),
         })
         .collect();
@@ -295,21 +295,16 @@ async fn job_round_trip(store: &Store, body: &[u8]) -> Result<(), TestCaseError>
 }
 
 /// A terminal `failed` with the given vendor message id and detail.
-fn finish<'a>(message_id: Option<&'a str>, detail: Option<&'a str>) -> Finish<'a> {
-    Finish {
-        state: DeliveryState::Failed,
-        attempt: 1,
-        provider: Some("twilio"),
-        provider_message_id: message_id,
-        // A closed enum: no text from outside can reach the reason column.
-        reason: Some(FailReason::ProviderPermanent),
-        detail,
-        response_status: Some(400),
-        latency_ms: Some(1),
-        in_doubt: false,
-        rule: detail,
-        retry_at: None,
-    }
+fn finish<'a>(message_id: Option<&'a str>, detail: Option<&'a str>) -> Outcome<'a> {
+    // A closed enum: no text from outside can reach the reason column.
+    let mut f = Outcome::ended(DeliveryState::Failed, 1, FailReason::ProviderPermanent, "");
+    f.provider = Some("twilio".into());
+    f.provider_message_id = message_id.map(Into::into);
+    f.detail = detail.map(Into::into);
+    f.response_status = Some(400);
+    f.latency_ms = Some(1);
+    f.rule = detail.map(Into::into);
+    f
 }
 
 fn rand_token() -> i64 {
