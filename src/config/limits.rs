@@ -1,6 +1,6 @@
 //! Settings for rate limits and abuse controls (docs/limits.md), and their validation.
 
-use super::load::{ConfigError, invalid};
+use super::error::{ConfigError, invalid};
 use super::{Secret, StringList};
 use crate::domain::Channel;
 use serde::{Deserialize, Serialize};

@@ -1,27 +1,12 @@
 //! Loading and validating settings.
 
 use super::Settings;
+use super::error::{ConfigError, invalid};
 use config::{Config, Environment, File, FileFormat};
 use std::path::Path;
 
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 const SYSTEM_CONFIG: &str = "/etc/otpd/otpd.toml";
-
-/// A start-up error that names the offending key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Source(#[from] config::ConfigError),
-    #[error("configuration key `{key}`: {message}")]
-    Invalid { key: String, message: String },
-}
-
-pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 /// Layers the defaults, an optional file and the environment, then validates the result.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {

@@ -3,6 +3,7 @@
 //! environment variables; the result is deserialised into [`Settings`] and validated once, so
 //! the rest of the daemon never sees a raw string where a typed value belongs.
 
+mod error;
 mod http;
 mod limits;
 mod load;
@@ -11,12 +12,13 @@ mod secret;
 mod smpp;
 mod validate_providers;
 
+pub use error::ConfigError;
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
 pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
     RuleSettings, Scope, SigningMode, SigningSettings,
 };
-pub use load::{ConfigError, DEFAULT_TOML, DEV_HMAC_KEY, load, load_from_str};
+pub use load::{DEFAULT_TOML, DEV_HMAC_KEY, load, load_from_str};
 pub use providers::{
     Chain, ChannelSettings, ProviderConfig, ProviderSettings, RouteKey, RouteSettings,
     SmtpSettings, SmtpTls, TwilioSettings,

@@ -1,6 +1,6 @@
 //! Validation of the provider instances and the chains that name them.
 
-use super::load::{ConfigError, invalid};
+use super::error::{ConfigError, invalid};
 use super::{ProviderConfig, Settings, SmtpSettings, TwilioSettings};
 use crate::domain::Channel;
 

@@ -4,6 +4,7 @@
 mod fail;
 mod ids;
 pub mod job;
+mod limit;
 mod mask;
 mod outcome;
 mod secret_code;
@@ -13,6 +14,7 @@ pub mod text;
 pub use fail::FailReason;
 pub use ids::{AccountId, ChallengeId};
 pub use job::{Job, RejectReason, Rejection, parse_locale};
+pub use limit::{Counter, Refusal};
 pub use mask::{mask_email, mask_phone};
 pub use outcome::Outcome;
 pub use secret_code::OtpCode;

@@ -2,19 +2,9 @@
 //! day. Pure: the state comes from PostgreSQL and goes back there, and `now` is the
 //! database's clock so that every instance judges by the same time.
 
+use crate::domain::Counter;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use std::time::Duration;
-
-/// One rule's state for one key, as stored in `limit_counters`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counter {
-    /// GCRA's theoretical arrival time: when the bucket is full again.
-    pub tat: Option<DateTime<Utc>>,
-    pub hour_start: Option<DateTime<Utc>>,
-    pub hour_used: i64,
-    pub day_start: Option<DateTime<Utc>>,
-    pub day_used: i64,
-}
 
 /// What a counter allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

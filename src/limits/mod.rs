@@ -9,7 +9,8 @@ mod gcra;
 mod geo;
 pub mod signing;
 
-pub use gcra::{Counter, Spec};
+pub use crate::domain::{Counter, Refusal};
+pub use gcra::Spec;
 use geo::GeoRefusal;
 
 use crate::config::{ConversionMode, RuleSettings, Scope, Settings};
@@ -42,16 +43,6 @@ pub struct Take {
     pub cost: i64,
     /// `RateLimit` or `Budget`.
     pub reason: FailReason,
-}
-
-/// A job refused before any provider call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub state: DeliveryState,
-    pub reason: FailReason,
-    pub rule: Option<String>,
-    pub retry_after: Option<Duration>,
-    pub detail: String,
 }
 
 struct Rule {

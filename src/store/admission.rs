@@ -9,18 +9,12 @@
 //! round trip per step instead of one per job and step.
 
 use super::batch::Op;
-use super::{Owner, Store, StoreError};
-use crate::limits::{Counter, Refusal};
+use super::types::{Decide, Key, Owner};
+use super::{Store, StoreError};
+use crate::domain::{Counter, Refusal};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
-/// Judges one job's counters (in the order of its keys) at the database's clock: their new
-/// states, or why the job is refused. Called once per attempt to admit, possibly again if a
-/// batch is retried, so it must not have effects beyond the refusal cache's.
-pub type Decide =
-    Arc<dyn Fn(&[Counter], DateTime<Utc>) -> Result<Vec<Counter>, Refusal> + Send + Sync>;
 
 /// The outcome of an admission.
 #[derive(Debug)]
@@ -73,8 +67,6 @@ struct Row {
     day_used: i64,
     now: Option<DateTime<Utc>>,
 }
-
-pub(super) type Key = (String, String);
 
 /// The statement text that writes a [`Ledger`]'s counters: `cu` updates the existing ones
 /// ($1..$7), `ci` inserts the new ones ($8..$14) and returns a row for each it inserted. A

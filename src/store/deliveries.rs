@@ -1,82 +1,12 @@
 //! Queries on `deliveries` and `delivery_events`.
 
-use super::open::{Admit, OpenOp, Opened};
+use super::open::{OpenOp, Opened};
+use super::types::{Admit, Claim, NewDelivery, Owner, Rejected, Verdict};
 use super::writes::{ClaimOp, FinishOp, StartOp};
 use super::{Store, StoreError};
-use crate::domain::{ChallengeId, DeliveryState, Outcome, RejectReason};
-use crate::limits::Refusal;
-use chrono::{DateTime, Utc};
+use crate::domain::{DeliveryState, Outcome, RejectReason};
 use std::borrow::Cow;
 use std::time::Duration;
-
-/// What a newly arrived, valid job records before any work is done.
-pub struct NewDelivery<'a> {
-    pub challenge_id: &'a str,
-    pub account_id: &'a str,
-    pub channel: &'a str,
-    pub destination_masked: &'a str,
-    pub destination_hmac: &'a [u8],
-    pub locale: Option<&'a str>,
-    pub template: &'a str,
-    pub expires_at: DateTime<Utc>,
-    /// The phone's country and number range (for conversion tracking); None for email.
-    pub country: Option<&'a str>,
-    pub prefix: Option<&'a str>,
-}
-
-/// The result of trying to take ownership of a challenge.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// First sight of this challenge: it is now `received` and ours, with its limits judged
-    /// in the same commit when the claim offered them.
-    New(Verdict),
-    /// An earlier owner's lease ran out before it finished. `call_in_flight` when that owner
-    /// had started a provider call whose outcome was never recorded (a new doubt, to record);
-    /// `doubted` when an in-doubt call was already recorded for this challenge; `admitted`
-    /// when the challenge already passed its limits (it is not counted again).
-    TakenOver {
-        attempt: i32,
-        call_in_flight: bool,
-        doubted: bool,
-        admitted: bool,
-    },
-    /// The challenge already reached its outcome. `event_published` is set by the terminal
-    /// commit itself: the job that committed it publishes the event before its message is
-    /// acked, and if it never gets there the broker redelivers that message, whose copy
-    /// publishes it again. False only on rows from before that rule, whose event may never
-    /// have been confirmed.
-    Done {
-        outcome: Outcome<'static>,
-        event_published: bool,
-    },
-    /// Another worker holds a live lease on it.
-    Busy { lease_until: DateTime<Utc> },
-}
-
-/// What the claim of a new challenge decided about its limits.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Its counters were taken and it is marked admitted.
-    Admitted,
-    /// A limit refused it; nothing was taken.
-    Refused(Refusal),
-    /// The claim did not judge it: the caller admits it (`Store::admit`) or ends it.
-    Unjudged,
-}
-
-/// A refused job whose challenge_id could be read.
-pub struct Rejected<'a> {
-    pub challenge_id: &'a ChallengeId,
-    pub reason: &'a str,
-    pub detail: &'a str,
-}
-
-/// The current owner of a challenge: its id and the token its claim drew.
-#[derive(Debug, Clone, Copy)]
-pub struct Owner<'a> {
-    pub id: &'a str,
-    pub token: i64,
-}
 
 /// The reason an aborted challenge records.
 const INTERNAL_ERROR: &str = RejectReason::InternalError.code();

@@ -11,13 +11,13 @@ mod deliveries;
 mod limits;
 mod open;
 mod receipts;
+mod types;
 mod writes;
 
-pub use admission::{Admission, Decide};
-pub use deliveries::{Claim, NewDelivery, Owner, Rejected, Verdict};
+pub use admission::Admission;
 pub use limits::Conversion;
-pub use open::Admit;
 pub use receipts::{ReceiptOutcome, Receipted};
+pub use types::{Admit, Claim, Decide, NewDelivery, Owner, Rejected, Verdict};
 
 use crate::config::{DatabaseSettings, Secret};
 use crate::domain::text;

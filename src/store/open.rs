@@ -14,10 +14,10 @@
 //! [`Opened::Exists`], and `Store::claim` claims it as a recorded challenge.
 
 use super::StoreError;
-use super::admission::{Decide, Key, Ledger, bind_counters, counter_writes};
+use super::admission::{Ledger, bind_counters, counter_writes};
 use super::batch::Op;
-use super::deliveries::NewDelivery;
-use crate::limits::Refusal;
+use super::types::{Admit, Decide, Key, NewDelivery};
+use crate::domain::Refusal;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashSet;
@@ -31,15 +31,6 @@ pub(super) enum Opened {
     Refused(Refusal),
     /// The challenge was already recorded; nothing was written.
     Exists,
-}
-
-/// The limits a new challenge is to be admitted by, in its claim's commit.
-#[derive(Clone)]
-pub struct Admit {
-    /// Counters to take, (rule, key), in the order `decide` expects; empty when no limit
-    /// applies.
-    pub keys: Vec<Key>,
-    pub decide: Decide,
 }
 
 impl OpenOp {

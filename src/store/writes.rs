@@ -5,7 +5,7 @@
 
 use super::StoreError;
 use super::batch::Op;
-use super::deliveries::{Claim, Verdict};
+use super::types::{Claim, Verdict};
 use crate::domain::{DeliveryState, Outcome};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

@@ -55,14 +55,19 @@ fn sources(src: &Path) -> Vec<(std::path::PathBuf, String, String)> {
 
 /// The top-level modules a line names: `crate::a::…` and each `b` of `crate::{b::…, c}`.
 fn crate_paths(line: &str) -> Vec<String> {
+    paths_after(line, "crate::")
+}
+
+/// The first names of the paths a line starts with `prefix` (`crate::` or `super::`).
+fn paths_after(line: &str, prefix: &str) -> Vec<String> {
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect()
     };
     let mut out = Vec::new();
-    for (i, _) in line.match_indices("crate::") {
-        let rest = &line[i + "crate::".len()..];
+    for (i, _) in line.match_indices(prefix) {
+        let rest = &line[i + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let group = group.split('}').next().unwrap_or_default();
             out.extend(group.split(',').map(|p| ident(p.trim())));
@@ -109,6 +114,66 @@ fn no_top_level_module_depends_on_itself_through_others() {
         .map(|c| c.join(" → "))
         .collect();
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+/// Inside each module directory, the files its `mod.rs` declares and the siblings each
+/// names through `super::` (items of `mod.rs` itself are not siblings).
+fn sibling_graphs() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (rel, top, text) in sources(&src) {
+        let parts: Vec<_> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().to_string())
+            .collect();
+        if parts.len() == 2 && parts[1] != "mod.rs" {
+            let name = parts[1].trim_end_matches(".rs").to_string();
+            files.entry(top).or_default().push((name, text));
+        }
+    }
+    files
+        .into_iter()
+        .map(|(dir, members)| {
+            let names: BTreeSet<String> = members.iter().map(|(n, _)| n.clone()).collect();
+            let graph = members
+                .into_iter()
+                .map(|(name, text)| {
+                    let uses = text
+                        .lines()
+                        .map(str::trim_start)
+                        .filter(|l| !l.starts_with("//"))
+                        .flat_map(|l| paths_after(l, "super::"))
+                        .filter(|n| names.contains(n) && *n != name)
+                        .collect();
+                    (name, uses)
+                })
+                .collect();
+            (dir, graph)
+        })
+        .collect()
+}
+
+#[test]
+fn no_file_of_a_module_depends_on_itself_through_its_siblings() {
+    let graphs = sibling_graphs();
+    assert!(
+        graphs["store"]["deliveries"].contains("writes"),
+        "the source was not read: {graphs:?}"
+    );
+    let cycles: Vec<String> = graphs
+        .iter()
+        .flat_map(|(dir, graph)| {
+            graph
+                .keys()
+                .filter_map(|m| cycle_from(graph, m))
+                .map(move |c| format!("{dir}: {}", c.join(" → ")))
+        })
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "cycles inside modules:\n{}",
+        cycles.join("\n")
+    );
 }
 
 /// The most lines a source file may have: past it, split the file by what its parts do.
