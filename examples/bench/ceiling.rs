@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, Consumer};
 use std::time::Instant;
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
+use crate::kit::names::Names;
 
 /// A bare lapin consumer on a quorum queue that only acks, with otpd's prefetch, consuming
 /// while the same jobs are published as fast as the broker confirms them (as otpd's full-speed
@@ -80,7 +80,7 @@ pub async fn quorum_consumer(
 /// Rows/s of a batched insert of `n` rows shaped like otpd's audit rows, 1,000 per UNNEST
 /// statement, into a fresh database.
 pub async fn database(n: usize) -> f64 {
-    let db = format!("otpd_bench_ceiling_{:x}", std::process::id());
+    let db = Names::with_suffix("bench", &format!("ceiling-{:x}", std::process::id()));
     let pool = create_database(&db).await;
     sqlx::query("CREATE TABLE e (id bigserial PRIMARY KEY, challenge_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text NOT NULL, state text)")
         .execute(&pool)
@@ -101,28 +101,13 @@ pub async fn database(n: usize) -> f64 {
     rate
 }
 
-/// Creates database `db` (through the `postgres` maintenance database) and connects to it.
-pub async fn create_database(db: &str) -> sqlx::PgPool {
-    let admin = sqlx::PgPool::connect(&format!("{PG}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    sqlx::PgPool::connect(&super::child::database_url(db))
-        .await
-        .unwrap()
+/// Creates the database `names` names and connects to it.
+pub async fn create_database(names: &Names) -> sqlx::PgPool {
+    names.create_database().await;
+    let url = names.database_url(&super::child::pg_query());
+    sqlx::PgPool::connect(&url).await.unwrap()
 }
 
-pub async fn drop_database(db: &str) {
-    let admin = sqlx::PgPool::connect(&format!("{PG}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+pub async fn drop_database(names: &Names) {
+    names.drop_database().await;
 }

@@ -8,6 +8,7 @@
 //! own work leaves.
 
 use super::load::{self, Target, Timeline};
+use crate::kit::names::Names;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::*;
@@ -22,7 +23,7 @@ const BATCH: usize = 512;
 /// Jobs/s from the first publish to the last ack.
 pub async fn same_work(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], prefetch: u16) -> f64 {
     let name = format!("bench-{:x}.floor", std::process::id());
-    let (db, pool) = database(&name).await;
+    let (db, pool) = database().await;
     declare(ch, &name).await;
     // Drained as the bench drains otpd's events.
     let (events_in, mut events) = load::event_consumer(conn, &name).await;
@@ -88,8 +89,8 @@ pub async fn same_work(conn: &Connection, ch: &Channel, bodies: &[Vec<u8>], pref
 }
 
 /// A fresh database with a row table and an event table shaped like otpd's.
-async fn database(name: &str) -> (String, PgPool) {
-    let db = name.replace(['-', '.'], "_");
+async fn database() -> (Names, PgPool) {
+    let db = Names::with_suffix("bench", &format!("floor-{:x}", std::process::id()));
     let pool = super::ceiling::create_database(&db).await;
     for ddl in [
         "CREATE TABLE d (challenge_id text PRIMARY KEY, state text NOT NULL, attempt int NOT NULL, provider text, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())",

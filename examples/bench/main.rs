@@ -27,6 +27,8 @@ mod ceiling;
 mod child;
 mod fake;
 mod floor;
+#[path = "../../tests/kit/mod.rs"]
+mod kit;
 mod load;
 
 use lapin::options::ConfirmSelectOptions;
@@ -35,7 +37,7 @@ use load::{Target, Timeline};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const AMQP: &str = kit::names::AMQP_URL;
 
 struct Args {
     jobs: usize,
@@ -79,7 +81,7 @@ async fn main() {
     let suffix = format!("{:x}", std::process::id());
     let start = Instant::now();
     let started = chrono::Utc::now();
-    let fake = fake::Fake::new(start, Duration::from_millis(a.delay_ms), total);
+    let fake = fake::new(start, Duration::from_millis(a.delay_ms), total);
     let provider = fake::serve(fake.clone()).await;
     let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let to = load::destinations(total);
@@ -104,7 +106,8 @@ async fn main() {
     let timeline = Timeline::new(start, total);
     let (mut done, states) =
         load::collect_events(&conn, &settings.amqp.events_exchange, timeline.clone()).await;
-    let otpd = child::spawn(&suffix, &provider, a.delay_ms);
+    let otpd = child::spawn(&suffix, &provider, a.delay_ms).await;
+    let pid = otpd.id().expect("otpd is running");
     let target = || Target {
         channel: &ch,
         exchange: &settings.amqp.jobs_exchange,
@@ -113,26 +116,26 @@ async fn main() {
     let jobs = |range: std::ops::Range<usize>| range.map(|i| (i, bodies[i].clone()));
 
     let t0 = Instant::now();
-    let cpu0 = child::cpu_ms(otpd.id());
+    let cpu0 = child::cpu_ms(pid);
     load::publish(target(), jobs(0..a.jobs), None, &timeline).await;
     load::wait_done(&mut done, a.jobs).await;
     let full_rate = a.jobs as f64 / t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let cpu1 = child::cpu_ms(otpd.id());
+    let cpu1 = child::cpu_ms(pid);
     load::publish(target(), jobs(a.jobs..total), Some(a.rate), &timeline).await;
     load::wait_done(&mut done, total).await;
     let paced_rate = a.paced as f64 / t1.elapsed().as_secs_f64();
-    let cpu2 = child::cpu_ms(otpd.id());
+    let cpu2 = child::cpu_ms(pid);
     // CPU µs per job: otpd's own, and the machine's (broker, database, bench and fake too).
     let per_job = |from: (u64, u64), to: (u64, u64), n: usize| {
         let us = |a: u64, b: u64| (b - a) as f64 * 1000.0 / n.max(1) as f64;
         format!("{:.0} / {:.0} µs", us(from.0, to.0), us(from.1, to.1))
     };
 
-    let rss_kib = child::peak_rss_kib(otpd.id());
-    child::stop(otpd);
-    child::cleanup(&ch, &suffix).await;
+    let rss_kib = child::peak_rss_kib(pid);
+    child::stop(otpd).await;
+    child::cleanup(&suffix).await;
 
     let arrived = |i: usize| fake.arrived[i].load(Ordering::Relaxed);
     let finished = |i: usize| timeline.done[i].load(Ordering::Relaxed);

@@ -12,6 +12,8 @@
 
 mod audit;
 mod fake;
+#[path = "../../tests/kit/mod.rs"]
+mod kit;
 mod rig;
 mod scenarios;
 mod services;

@@ -3,6 +3,8 @@
 //! PostgreSQL, RabbitMQ and the fake.
 
 use crate::fake::{Fake, SID_A, SID_B};
+use crate::kit::child;
+use crate::kit::names::Names;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -17,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP: &str = crate::kit::names::AMQP_URL;
 
 pub struct Rig {
     pub suffix: String,
+    names: Names,
     pub fake: Arc<Fake>,
     pub db: PgPool,
     pub http: SocketAddr,
@@ -31,17 +33,6 @@ pub struct Rig {
     amqp: Option<(Connection, Channel)>,
     child: Option<Child>,
     pub starts: u32,
-}
-
-fn settings_for(suffix: &str) -> Settings {
-    let mut s = otpd::config::load(None).expect("the shipped defaults load");
-    s.amqp.jobs_exchange = format!("faults-{suffix}.jobs");
-    s.amqp.jobs_queue = format!("faults-{suffix}.jobs");
-    s.amqp.dead_letter_exchange = format!("faults-{suffix}.dlx");
-    s.amqp.dead_letter_queue = format!("faults-{suffix}.dead");
-    s.amqp.events_exchange = format!("faults-{suffix}.events");
-    s.database.url = format!("{PG}/otpd_faults_{suffix}").as_str().into();
-    s
 }
 
 fn free_port() -> SocketAddr {
@@ -54,25 +45,14 @@ impl Rig {
     /// prefix), layered over the suite's: limits off, SMS through provider `a`.
     pub async fn new(label: &str, jobs: usize, extra: &[(&str, &str)]) -> Rig {
         let suffix = format!("{label}-{:x}", std::process::id());
-        let fake = Fake::new(jobs);
+        let fake = crate::fake::new(jobs);
         let url = crate::fake::serve(fake.clone()).await;
-        let settings = settings_for(&suffix);
+        let names = Names::with_suffix("faults", &suffix);
+        let settings = names.settings();
         let http = free_port();
-        let s = &settings.amqp;
-        let mut env: Vec<(String, String)> = vec![
-            ("AMQP__JOBS_EXCHANGE".into(), s.jobs_exchange.clone()),
-            ("AMQP__JOBS_QUEUE".into(), s.jobs_queue.clone()),
-            (
-                "AMQP__DEAD_LETTER_EXCHANGE".into(),
-                s.dead_letter_exchange.clone(),
-            ),
-            (
-                "AMQP__DEAD_LETTER_QUEUE".into(),
-                s.dead_letter_queue.clone(),
-            ),
-            ("AMQP__EVENTS_EXCHANGE".into(), s.events_exchange.clone()),
+        let mut env = names.env();
+        env.extend([
             ("AMQP__RECONNECT_MAX_DELAY_MS".into(), "2000".into()),
-            ("DATABASE__URL".into(), format!("{PG}/otpd_faults_{suffix}")),
             ("HTTP__LISTEN".into(), http.to_string()),
             ("LIMITS__ENABLED".into(), "false".into()),
             ("CHANNELS__SMS".into(), "a".into()),
@@ -81,7 +61,7 @@ impl Rig {
                 "fault-suite-destination-hmac-key-0123456789".into(),
             ),
             ("LOG__FILTER".into(), "info".into()),
-        ];
+        ]);
         for (name, sid) in [("A", SID_A), ("B", SID_B)] {
             for (key, value) in [
                 ("KIND", "twilio"),
@@ -97,13 +77,12 @@ impl Rig {
         otpd::store::Store::migrate(&settings.database)
             .await
             .expect("create the scenario's database");
-        let db = PgPool::connect(&format!("{PG}/otpd_faults_{suffix}"))
-            .await
-            .unwrap();
+        let db = PgPool::connect(&names.database_url("")).await.unwrap();
         let log = std::env::temp_dir().join(format!("otpd-faults-{suffix}.log"));
         File::create(&log).unwrap();
         let mut rig = Rig {
             suffix,
+            names,
             fake,
             db,
             http,
@@ -219,25 +198,11 @@ impl Rig {
     /// Starts otpd; its log is appended to `self.log`.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "otpd is already running");
-        let exe = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .and_then(|p| p.parent())
-            .unwrap()
-            .join("otpd");
+        let exe = child::beside_examples();
         let log = OpenOptions::new().append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(&exe);
-        cmd.arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
-        for (k, v) in &self.env {
-            cmd.env(format!("OTPD__{k}"), v);
-        }
-        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
-            panic!("run {}: {e} (cargo build --bin otpd first)", exe.display())
-        }));
+        let mut cmd = child::command(&exe, &self.env);
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(child::spawn(cmd, &exe));
         self.starts += 1;
     }
 
@@ -251,20 +216,8 @@ impl Rig {
     /// SIGTERM, as systemd stops it; returns how long the drain took.
     pub async fn stop(&mut self) -> Duration {
         let t0 = Instant::now();
-        if let Some(mut child) = self.child.take() {
-            // No id: it has already exited.
-            if let Some(pid) = child.id() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(Duration::from_secs(30), child.wait())
-                .await
-                .is_err()
-            {
-                child.kill().await.unwrap();
-            }
+        if let Some(mut otpd) = self.child.take() {
+            child::stop(&mut otpd, Duration::from_secs(30)).await;
         }
         t0.elapsed()
     }
@@ -272,11 +225,7 @@ impl Rig {
     /// otpd's resident memory now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        child::status_kib(pid, "VmRSS:")
     }
 
     /// Whether otpd exited by itself (it must not).
@@ -366,13 +315,7 @@ impl Rig {
             )
             .await;
         self.db.close().await;
-        if let Ok(admin) = PgPool::connect(&format!("{PG}/postgres")).await {
-            let drop = format!(
-                "DROP DATABASE IF EXISTS \"otpd_faults_{}\" WITH (FORCE)",
-                self.suffix
-            );
-            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
-        }
+        self.names.drop_database().await;
         let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! One transaction per batch, of four round trips: BEGIN; lock the counters the batch takes
 //! and read the database's clock; judge each job's limits on the batch's [`Ledger`], in
-//! Rust; one statement that writes the counters and inserts every challenge as `received`,
-//! leased to its worker and marked admitted or not; COMMIT. The audit event is the one every
-//! new challenge gets, `received`.
+//! Rust; one statement that writes the counters and inserts every challenge leased to its
+//! worker, admitted and `sending` or refused and `received`; COMMIT. The audit event is the one
+//! every new challenge gets, `received`. An admitted row is written as `sending` at once,
+//! though its first attempt starts later, so that the attempt's start changes no indexed
+//! column and is a HOT update.
 //!
 //! A challenge already recorded (or recorded by another batch meanwhile: the insert waits
 //! for that batch's commit) is not inserted. The transaction is then rolled back and the
@@ -179,8 +181,8 @@ macro_rules! challenges {
     };
 }
 
-/// With no limit to take, a new challenge is recorded admitted, with its audit event, in one
-/// statement and one commit.
+/// With no limit to take, a new challenge is recorded admitted (`sending`), with its audit
+/// event, in one statement and one commit.
 async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>, StoreError> {
     let new: Vec<String> = bind_challenges!(
         sqlx::query_scalar(concat!(
@@ -188,7 +190,7 @@ async fn open_unlimited(pool: &PgPool, batch: &[&OpenOp]) -> Result<Vec<Opened>,
                INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked, destination_hmac,
                                        locale, template, expires_at, state, admitted, lease_until, lease_token,
                                        country, prefix)
-               SELECT id, account, channel, masked, hmac, locale, template, expires, 'received', true,
+               SELECT id, account, channel, masked, hmac, locale, template, expires, 'sending', true,
                       now() + make_interval(secs => lease), token, country, prefix
                  FROM ",
             challenges!(),
@@ -221,9 +223,9 @@ struct Written {
     inserted: HashSet<String>,
 }
 
-/// One statement for everything: the counters, and every challenge inserted `received`,
-/// leased, and admitted where its verdict (`verdicts`, in the order of `fresh`) allows, with
-/// its audit event.
+/// One statement for everything: the counters, and every challenge inserted leased, admitted
+/// and `sending` where its verdict (`verdicts`, in the order of `fresh`) allows and `received`
+/// where it refuses, with its audit event.
 async fn write(
     tx: &mut sqlx::PgConnection,
     fresh: &[&OpenOp],
@@ -241,7 +243,8 @@ async fn write(
                  d AS (INSERT INTO deliveries (challenge_id, account_id, channel, destination_masked,
                                                destination_hmac, locale, template, expires_at, state,
                                                admitted, lease_until, lease_token, country, prefix)
-                       SELECT id, account, channel, masked, hmac, locale, template, expires, 'received', go,
+                       SELECT id, account, channel, masked, hmac, locale, template, expires,
+                              CASE WHEN go THEN 'sending' ELSE 'received' END, go,
                               now() + make_interval(secs => lease), token, country, prefix
                          FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[],
                                      $20::text[], $21::text[], $22::timestamptz[], $23::float8[], $24::int8[],

@@ -214,9 +214,12 @@ impl Op for StartOp {
     }
 
     async fn run(pool: &PgPool, batch: &[&Self]) -> Result<Vec<bool>, StoreError> {
+        // No indexed column changes for a row its claim admitted (already `sending`;
+        // `updated_at` is left to the terminal commit), so this is a HOT update: no index is
+        // written.
         let started: Vec<String> = sqlx::query_scalar(
             "WITH d AS (UPDATE deliveries
-                           SET state = 'sending', attempt = t.attempt, provider = t.provider, updated_at = now(),
+                           SET state = 'sending', attempt = t.attempt, provider = t.provider,
                                call_started_at = now(), lease_until = now() + make_interval(secs => t.lease)
                           FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::float8[], $5::int8[])
                                AS t(id, attempt, provider, lease, token)

@@ -148,7 +148,7 @@ async fn killed_while_waiting_for_its_slot(resend: bool) {
     app.publish(&waiting).await;
     // Its claim is committed (admitted, no attempt begun) while the slot is taken.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while claimed(&app, &id(&waiting)).await != Some(("received".into(), true)) {
+    while claimed(&app, &id(&waiting)).await != Some((true, 0)) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the job was claimed"
@@ -183,9 +183,9 @@ async fn killed_while_waiting_for_its_slot(resend: bool) {
     assert_eq!(server.received_requests().await.unwrap().len(), calls);
 }
 
-/// The state of a challenge's row and whether it is admitted, if it has one yet.
-async fn claimed(app: &TestApp, challenge_id: &str) -> Option<(String, bool)> {
-    sqlx::query_as("SELECT state, admitted FROM deliveries WHERE challenge_id = $1")
+/// Whether a challenge's row is admitted, and its attempts, if it has a row yet.
+async fn claimed(app: &TestApp, challenge_id: &str) -> Option<(bool, i32)> {
+    sqlx::query_as("SELECT admitted, attempt FROM deliveries WHERE challenge_id = $1")
         .bind(challenge_id)
         .fetch_optional(&app.db)
         .await

@@ -1,7 +1,10 @@
 //! The integration tests, one binary: end to end on the real RabbitMQ and PostgreSQL, each
-//! test with its own database and AMQP names (`support`), so that they run in parallel and
+//! test with its own database and AMQP names (`support`, on the kit shared with the bench and
+//! the fault suite), so that they run in parallel and
 //! leave nothing behind. One binary links the crate once instead of once per file.
 
+#[path = "../kit/mod.rs"]
+mod kit;
 mod support;
 
 mod admin;

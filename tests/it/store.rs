@@ -123,8 +123,8 @@ async fn a_batch_of_claims_admits_new_challenges_and_leaves_recorded_ones_alone(
     assert_eq!(
         rows,
         [
-            row("a", "received", true, true),
-            row("b", "received", true, true),
+            row("a", "sending", true, true),
+            row("b", "sending", true, true),
             row("old", "sent", false, false),
             row("refused", "received", false, true),
         ]
@@ -190,7 +190,7 @@ async fn batched_attempt_starts_apply_only_to_challenges_their_owners_still_hold
             ("a".into(), "sending".into(), 1, true, true),
             ("b".into(), "sending".into(), 1, true, true),
             ("old".into(), "sent".into(), 0, false, false),
-            ("stolen".into(), "received".into(), 0, false, false),
+            ("stolen".into(), "sending".into(), 0, false, false),
         ]
     );
     store.close().await;

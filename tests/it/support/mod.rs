@@ -24,13 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// Where test databases are dropped from: the `postgres` maintenance database, or whatever
-/// `OTPD_TEST_ADMIN_URL` names. (sqlx creates them through the same maintenance database.)
-pub fn pg_admin_url() -> String {
-    std::env::var("OTPD_TEST_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
+pub use crate::kit::names::AMQP_URL;
+use crate::kit::names::Names;
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 /// The destination HMAC key of every test otpd, in process or not: real providers refuse the
 /// public development key, and two instances must hash destinations alike.
@@ -55,15 +50,7 @@ pub struct TestApp {
 /// Settings for one test: unique names, fast retries, port 0 for HTTP.
 pub fn test_settings(suffix: &str) -> Settings {
     let mut s = config::load(None).expect("the shipped defaults load");
-    s.amqp.url = AMQP_URL.into();
-    s.amqp.jobs_exchange = format!("t-{suffix}.jobs");
-    s.amqp.jobs_queue = format!("t-{suffix}.jobs");
-    s.amqp.dead_letter_exchange = format!("t-{suffix}.jobs.dlx");
-    s.amqp.dead_letter_queue = format!("t-{suffix}.jobs.dead");
-    s.amqp.events_exchange = format!("t-{suffix}.events");
-    s.database.url = format!("postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}")
-        .as_str()
-        .into();
+    names(suffix).apply(&mut s);
     s.database.max_connections = 4;
     s.store.destination_hmac_key = HMAC_KEY.into();
     s.http.listen = "127.0.0.1:0".parse().unwrap();
@@ -94,11 +81,9 @@ impl TestApp {
             .unwrap();
         let events = events_consumer(&connection, &settings.amqp.events_exchange).await;
         let (app, token) = build(settings).await;
-        let db = PgPool::connect(&format!(
-            "postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}"
-        ))
-        .await
-        .unwrap();
+        let db = PgPool::connect(&names(&suffix).database_url(""))
+            .await
+            .unwrap();
         let mut test = TestApp {
             suffix,
             db,
@@ -183,32 +168,17 @@ impl TestApp {
 
     /// The command [`TestApp::spawn_process`] runs, for a caller to add to before spawning.
     pub fn process(&self, env: &[(&str, &str)]) -> tokio::process::Command {
-        let s = &self.suffix;
-        let mut base: Vec<(String, String)> = [
-            ("AMQP__URL", AMQP_URL.to_string()),
-            ("AMQP__JOBS_EXCHANGE", format!("t-{s}.jobs")),
-            ("AMQP__JOBS_QUEUE", format!("t-{s}.jobs")),
-            ("AMQP__DEAD_LETTER_EXCHANGE", format!("t-{s}.jobs.dlx")),
-            ("AMQP__DEAD_LETTER_QUEUE", format!("t-{s}.jobs.dead")),
-            ("AMQP__EVENTS_EXCHANGE", format!("t-{s}.events")),
-            (
-                "DATABASE__URL",
-                format!("postgres://postgres@127.0.0.1:5432/otpd_t_{s}"),
-            ),
-            ("DATABASE__MAX_CONNECTIONS", "4".to_string()),
-            ("HTTP__LISTEN", "127.0.0.1:0".to_string()),
-            ("STORE__DESTINATION_HMAC_KEY", HMAC_KEY.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut base = names(&self.suffix).env();
+        base.extend(
+            [
+                ("DATABASE__MAX_CONNECTIONS", "4".to_string()),
+                ("HTTP__LISTEN", "127.0.0.1:0".to_string()),
+                ("STORE__DESTINATION_HMAC_KEY", HMAC_KEY.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
         base.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"));
-        cmd.arg("run").kill_on_drop(true);
-        for (k, v) in base {
-            cmd.env(format!("OTPD__{k}"), v);
-        }
-        cmd
+        crate::kit::child::command(std::path::Path::new(env!("CARGO_BIN_EXE_otpd")), &base)
     }
 
     /// Waits (polling the broker, bounded) until the jobs queue has `n` consumers.
@@ -376,26 +346,21 @@ impl Drop for TestApp {
 }
 
 async fn cleanup(suffix: &str) {
-    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = otpd::amqp::delete_topology(&ch, &test_settings(suffix).amqp).await;
-        }
-        let _ = conn.close(200, "cleanup".into()).await;
-    }
-    drop_database(suffix).await;
+    names(suffix).cleanup().await;
+}
+
+/// One test's names: `t-<suffix>.jobs`, `otpd_t_<suffix>` (the kit's, as the bench's).
+fn names(suffix: &str) -> Names {
+    Names::with_suffix("t", suffix)
 }
 
 /// A fresh suffix for one test's database (`otpd_t_<suffix>`) and AMQP names.
 pub(crate) fn new_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+    Names::new("t").suffix
 }
 
 pub(crate) async fn drop_database(suffix: &str) {
-    if let Ok(pool) = PgPool::connect(&pg_admin_url()).await {
-        let sql = format!("DROP DATABASE IF EXISTS otpd_t_{suffix} WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-        pool.close().await;
-    }
+    names(suffix).drop_database().await;
 }
 
 /// Settings that send SMS and voice through the fake Twilio at `server`.
@@ -451,10 +416,7 @@ pub fn job(channel: &str, to: &str, code: &str) -> Value {
 pub async fn cli(suffix: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
         .args(args)
-        .env(
-            "OTPD__DATABASE__URL",
-            format!("postgres://postgres@127.0.0.1:5432/otpd_t_{suffix}"),
-        )
+        .env("OTPD__DATABASE__URL", names(suffix).database_url(""))
         .env("OTPD__LOG__FILTER", "warn")
         .env("RUST_BACKTRACE", "0")
         .output()
