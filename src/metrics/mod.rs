@@ -10,12 +10,16 @@ use std::sync::atomic::AtomicU64;
 
 mod exposition;
 mod labels;
+mod process;
+mod zero;
 
 pub use exposition::Format;
 pub use labels::*;
 
 pub struct Metrics {
     registry: Registry,
+    /// otpd_build_info{version,commit}: always 1; the labels say which build runs.
+    pub build_info: Family<BuildLabels, Gauge>,
     /// Every registered metric's name, without the `otpd_` prefix or a `_total` suffix.
     names: Vec<&'static str>,
     /// otpd_jobs_total{channel,state}: jobs that reached a terminal state.
@@ -105,8 +109,25 @@ impl Metrics {
     }
 
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("otpd");
+        // The standard process metrics go unprefixed beside otpd's own.
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(process::Process));
+        let otpd = registry.sub_registry_with_prefix("otpd");
         let mut names = Vec::new();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("OTPD_COMMIT"),
+            })
+            .set(1);
+        reg(
+            otpd,
+            &mut names,
+            "build_info",
+            "The running build: its version and commit (always 1)",
+            build_info.clone(),
+        );
         let jobs = Family::default();
         let rejected = Family::default();
         let duplicates = Family::default();
@@ -119,70 +140,70 @@ impl Metrics {
         let store_available = Gauge::default();
         store_available.set(1);
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "jobs",
             "Jobs that reached a terminal state",
             jobs.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "jobs_rejected",
             "Invalid jobs dead-lettered, by reason",
             rejected.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "duplicates",
             "Jobs for an already-finished challenge, not sent again",
             duplicates.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "in_doubt",
             "Provider calls whose outcome is unknown: interrupted by a crash, or timed out",
             in_doubt.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "provider_breaker_state",
             "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
             breaker_state.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "provider_unusable",
             "Provider-wide permanent errors (credentials, account); each opens the breaker",
             provider_unusable.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "store_available",
             "1 while PostgreSQL answers; 0 while new work is held back",
             store_available.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "provider_attempts",
             "Provider calls by result",
             attempts.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "provider_latency_seconds",
             "Duration of provider calls",
             provider_latency.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "jobs_in_flight",
             "Deliveries being processed by this instance",
@@ -194,35 +215,35 @@ impl Metrics {
         let verified = Counter::default();
         let prefixes_flagged = Family::default();
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "limited",
             "Jobs refused by a limit, budget, geo permission or conversion block",
             limited.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "spend",
             "Configured price of the messages sent, in the budget's currency",
             spend.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "signature_failures",
             "Jobs with a missing, forged or stale signature",
             signature_failures.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "verified",
             "Verified feedback for known challenges",
             verified.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "prefixes_flagged",
             "Number ranges flagged for low conversion",
@@ -235,42 +256,42 @@ impl Metrics {
         let queue_lag = Family::new_with_constructor(slow_histogram as fn() -> Histogram);
         let webhook_rejected = Family::default();
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "retries",
             "Provider calls after a job's first",
             retries.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "in_doubt_resends",
             "Provider calls made while an earlier call of the job is in doubt",
             in_doubt_resends.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "receipts",
             "Final provider receipts applied, by state",
             receipts.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "delivery_latency_seconds",
             "From the provider's acceptance to its delivered receipt",
             delivery_latency.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "queue_lag_seconds",
             "From the job's AMQP timestamp to otpd's first look at it",
             queue_lag.clone(),
         );
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "webhook_rejected",
             "Provider callbacks refused, by reason",
@@ -278,7 +299,7 @@ impl Metrics {
         );
         let sms_segments = Family::default();
         reg(
-            &mut registry,
+            otpd,
             &mut names,
             "sms_segments",
             "SMS segments accepted by providers (what vendors bill)",
@@ -286,6 +307,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            build_info,
             names,
             sms_segments,
             retries,

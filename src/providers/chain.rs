@@ -112,6 +112,14 @@ impl Providers {
             routes[channel_index(channel)] = these;
         }
         let Built { slots, chains, .. } = built;
+        for channel in Channel::ALL {
+            metrics.start_channel(channel.as_str());
+            let used = std::iter::once(defaults[channel_index(channel)])
+                .chain(routes[channel_index(channel)].iter().map(|(_, c)| *c));
+            for index in used.flat_map(|c| chains[c].iter()) {
+                metrics.start_provider(&slots[*index].name, channel.as_str());
+            }
+        }
         for slot in &slots {
             metrics
                 .breaker_state

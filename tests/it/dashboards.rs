@@ -58,3 +58,47 @@ fn the_dashboard_and_alerts_use_only_exported_metrics() {
         assert!(alerts.contains(needed), "an alert on {needed}");
     }
 }
+
+#[test]
+fn every_panel_can_be_narrowed_to_one_instance() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../dashboards/otpd.json")).unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(variables.iter().any(|v| v["name"] == "instance"));
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let selectors = expr.matches("otpd_").count();
+            let narrowed = expr.matches(r#"instance=~"$instance""#).count();
+            assert_eq!(selectors, narrowed, "{}: {expr}", panel["title"]);
+        }
+    }
+}
+
+#[test]
+fn every_alert_links_to_its_section_of_the_runbook() {
+    let alerts = include_str!("../../dashboards/alerts.yml");
+    let runbook = include_str!("../../docs/operations.md");
+    let headings: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let names: Vec<&str> = alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(names.contains(&"OtpdDown"), "{names:?}");
+    let links: Vec<&str> = alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: docs/operations.md#"))
+        .collect();
+    assert_eq!(links.len(), names.len(), "one runbook_url per alert");
+    for (name, link) in names.iter().zip(&links) {
+        assert_eq!(*link, name.to_lowercase());
+        assert!(
+            headings.contains(*link),
+            "no `### {name}` in docs/operations.md"
+        );
+    }
+}

@@ -355,6 +355,27 @@ async fn readiness_round_trips_and_metrics_count_jobs() {
     );
     assert!(metrics.contains("otpd_provider_latency_seconds_bucket"));
     assert!(!metrics.contains("# EOF"), "{metrics}");
+    // Which build runs, the process's own figures, and series that exist before their first
+    // event (a provider-wide refusal never happened here, a voice job never ran).
+    let build = format!(
+        r#"otpd_build_info{{version="{}",commit="#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build), "{metrics}");
+    for process in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(process), "{process}: {metrics}");
+    }
+    for zero in [
+        r#"otpd_provider_unusable_total{provider="log",reason="provider_auth"} 0"#,
+        r#"otpd_jobs_total{channel="voice",state="failed"} 0"#,
+        r#"otpd_in_doubt_total{channel="sms"} 0"#,
+    ] {
+        assert!(metrics.contains(zero), "{zero}: {metrics}");
+    }
     // Prometheus asks for OpenMetrics first, and gets it.
     let open = client
         .get(format!("http://{}/metrics", app.http))
