@@ -25,6 +25,7 @@ impl Dispatcher {
         hmac: &[u8],
     ) -> Result<Option<Ending>, Halt> {
         if !self.retry.may_start(Utc::now(), job.expires_at) {
+            tracing::info!("the code expired, or would before it could be delivered; not sent");
             let f = Outcome::ended(
                 DeliveryState::Expired,
                 0,

@@ -114,6 +114,7 @@ impl Dispatcher {
         p: &mut Progress,
     ) -> Result<Begun, Halt> {
         if let Some((state, reason, detail)) = self.stop_before_attempt(job, p) {
+            tracing::warn!(attempt = p.attempt, %state, reason = reason.code(), "{detail}");
             let mut f = Outcome::ended(state, p.attempt, reason, detail);
             f.in_doubt = p.in_doubt;
             return self.conclude(job, owner, f).await.map(Begun::Concluded);

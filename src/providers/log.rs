@@ -9,7 +9,7 @@ pub struct LogProvider;
 
 impl LogProvider {
     pub fn send(&self, to: &Destination, message: &Message) -> Sent {
-        tracing::info!(to = %to.masked(), message = ?message, "log provider: delivered (code not shown)");
+        tracing::info!(to = %to.masked(), rendered = ?message, "log provider: delivered (code not shown)");
         Sent {
             provider_message_id: None,
             status: None,

@@ -21,6 +21,7 @@ mod http_vendors;
 mod in_doubt;
 mod layering;
 mod limits;
+mod logs;
 mod receipts;
 mod rejection;
 mod routing;
