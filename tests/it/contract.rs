@@ -191,3 +191,26 @@ fn twilio_requests_match_twilios_openapi_description() {
         "the closed schema catches a misspelt field"
     );
 }
+
+#[test]
+fn the_asyncapi_document_names_the_shipped_exchanges_and_the_schemas_beside_it() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml"))
+            .unwrap();
+    assert!(doc.starts_with("# ") && doc.contains("\nasyncapi: 3.0.0\n"));
+    let defaults = otpd::config::load_from_str("").unwrap();
+    let a = &defaults.amqp;
+    for name in [&a.jobs_exchange, &a.events_exchange, &a.dead_letter_queue] {
+        assert!(doc.contains(&format!("address: {name}\n")), "{name}");
+    }
+    let refs: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("$ref: './"))
+        .map(|r| r.trim_end_matches('\''))
+        .collect();
+    assert_eq!(refs, ["job-v1.schema.json", "event-v1.schema.json"]);
+    for schema in refs {
+        let schema = read(format!("docs/{schema}"));
+        jsonschema::options().build(&schema).unwrap();
+    }
+}

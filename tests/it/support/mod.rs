@@ -166,8 +166,8 @@ impl TestApp {
         self.process(env).spawn().expect("the otpd binary starts")
     }
 
-    /// The command [`TestApp::spawn_process`] runs, for a caller to add to before spawning.
-    pub fn process(&self, env: &[(&str, &str)]) -> tokio::process::Command {
+    /// This test's settings for another otpd process: `OTPD__` variables without the prefix.
+    pub fn settings_env(&self) -> Vec<(String, String)> {
         let mut base = names(&self.suffix).env();
         base.extend(
             [
@@ -177,6 +177,12 @@ impl TestApp {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        base
+    }
+
+    /// The command [`TestApp::spawn_process`] runs, for a caller to add to before spawning.
+    pub fn process(&self, env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut base = self.settings_env();
         base.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         crate::kit::child::command(std::path::Path::new(env!("CARGO_BIN_EXE_otpd")), &base)
     }
@@ -248,6 +254,12 @@ impl TestApp {
                     key,
                     format!("delivery.{}", event["state"].as_str().unwrap())
                 );
+                // Every status event a test sees is held to the published schema.
+                let errors: Vec<String> = event_schema()
+                    .iter_errors(&event)
+                    .map(|e| format!("{} at {}", e, e.instance_path))
+                    .collect();
+                assert!(errors.is_empty(), "{event}: {errors:?}");
             }
             if pred(key, &event) {
                 return event;
@@ -285,6 +297,19 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// docs/event-v1.schema.json, compiled once.
+fn event_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = include_str!("../../../docs/event-v1.schema.json");
+        let schema: Value = serde_json::from_str(text).expect("the event schema is JSON");
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the event schema compiles")
+    })
 }
 
 fn settings_for(suffix: &str, overrides: &Overrides) -> Settings {
