@@ -49,7 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Publish one send-code job (for demos and smoke tests).
+    /// Ask a running otpd (at `http.listen`) whether it is ready: exit 0 if `/readyz` says
+    /// so, 1 if not. For container health checks, where the image has no HTTP client.
+    Healthcheck,
+    /// Publish one send-code job (for demos and smoke tests); the job is checked as otpd
+    /// would check it, and refused here if invalid.
     Send {
         #[arg(long, default_value = "sms")]
         channel: String,
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report { since, format } => report(&settings, &since, &format).await,
+        Command::Healthcheck => healthcheck(&settings).await,
         Command::Purge { older_than } => purge(&settings, &older_than).await,
         Command::Audit {
             command: AuditCommand::Verify,
@@ -128,17 +133,41 @@ async fn main() -> anyhow::Result<()> {
                 "version": 1, "challenge_id": challenge_id, "account_id": account_id, "channel": channel,
                 "to": to, "code": code, "expires_at": (Utc::now() + chrono::Duration::seconds(ttl)).to_rfc3339(),
             });
-            send(
-                &settings,
-                &channel,
-                &challenge_id,
-                &serde_json::to_vec(&job)?,
-            )
-            .await?;
+            let body = serde_json::to_vec(&job)?;
+            // The daemon would dead-letter an invalid job; say why here instead.
+            if let Err(r) = otpd::domain::Job::parse(&body) {
+                anyhow::bail!("the job is invalid ({}): {}", r.reason.code(), r.detail);
+            }
+            send(&settings, &channel, &challenge_id, &body).await?;
             println!("published job {challenge_id}");
             Ok(())
         }
     }
+}
+
+/// GET `/readyz` on the configured listener (an unspecified address is asked on loopback).
+async fn healthcheck(settings: &config::Settings) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut addr = settings.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let answer = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .with_context(|| format!("asking otpd at {addr}"))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!("not ready ({status}): {body}");
+        std::process::exit(1);
+    }
+    println!("{body}");
+    Ok(())
 }
 
 fn store(settings: &config::Settings) -> anyhow::Result<Store> {

@@ -55,3 +55,81 @@ async fn the_broker_connection_uses_small_frames_unless_the_url_names_a_size() {
     assert_eq!(connection.configuration().frame_max(), 65536);
     connection.close(200, "".into()).await.unwrap();
 }
+
+/// `otpd <args>` with `env` on top of the test's database; its exit status, stdout, stderr.
+async fn otpd(app: &TestApp, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"));
+    cmd.args(args)
+        .env("OTPD__LOG__FILTER", "warn")
+        .env("RUST_BACKTRACE", "0");
+    for (k, v) in app.settings_env() {
+        cmd.env(format!("OTPD__{k}"), v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(PATIENCE, cmd.output())
+        .await
+        .expect("otpd answers in time")
+        .expect("the otpd binary runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_asks_a_running_otpd_whether_it_is_ready() {
+    let app = TestApp::spawn(|_| {}).await;
+    let listen = ("OTPD__HTTP__LISTEN", app.http.to_string());
+    let (code, out, err) = otpd(&app, &["healthcheck"], &[listen]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(r#""database":true"#), "{out}");
+
+    // Nothing listens on a port just released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let closed = ("OTPD__HTTP__LISTEN", free.to_string());
+    let (code, _, err) = otpd(&app, &["healthcheck"], &[closed]).await;
+    assert_ne!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_refuses_an_invalid_job_before_publishing_it() {
+    let mut app = TestApp::spawn(|_| {}).await;
+    let args = [
+        "send",
+        "--channel",
+        "sms",
+        "--to",
+        "not-a-number",
+        "--code",
+        "123456",
+    ];
+    let (code, out, err) = otpd(&app, &args, &[]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("invalid_destination"), "{err}");
+    // A valid one goes through, and is delivered.
+    let args = [
+        "send",
+        "--channel",
+        "sms",
+        "--to",
+        "+14155550123",
+        "--code",
+        "123456",
+        "--challenge-id",
+        "cli-ok",
+    ];
+    let (code, out, err) = otpd(&app, &args, &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(app.event_for("cli-ok").await["state"], "accepted");
+    assert!(
+        app.dead_letter().await.is_none(),
+        "nothing was dead-lettered"
+    );
+}
