@@ -23,7 +23,9 @@ pub(super) struct Pass {
 }
 
 impl Dispatcher {
-    /// Claims the challenge and works it from where it stands to an outcome.
+    /// Claims the challenge and works it from where it stands to an outcome. Every step after
+    /// the claim is boxed: a job's task is as large as its largest state, a thousand tasks
+    /// wait at once under load, and the common one waits in `deliver` for a call slot.
     pub(super) async fn claim_and_work(
         &self,
         job: &Job,
@@ -51,13 +53,14 @@ impl Dispatcher {
                 // nothing: admission runs now.
                 if attempt == 0
                     && !admitted
-                    && let Some(outcome) = self.refuse_before_sending(job, owner, hmac).await?
+                    && let Some(outcome) =
+                        Box::pin(self.refuse_before_sending(job, owner, hmac)).await?
                 {
                     return Ok(outcome);
                 }
                 if call_in_flight {
                     let detail = "taken over after the owner crashed during a provider call";
-                    self.note_in_doubt(job, attempt, None, detail).await?;
+                    Box::pin(self.note_in_doubt(job, attempt, None, detail)).await?;
                 }
                 let p = Progress {
                     attempt,
@@ -93,7 +96,7 @@ impl Dispatcher {
             Verdict::Refused(refusal) => {
                 Some(Box::pin(self.conclude_refusal(job, owner, refusal)).await?)
             }
-            Verdict::Unjudged => self.refuse_before_sending(job, owner, hmac).await?,
+            Verdict::Unjudged => Box::pin(self.refuse_before_sending(job, owner, hmac)).await?,
         };
         let outcome = match refused {
             Some(outcome) => outcome,
