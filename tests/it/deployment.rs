@@ -133,3 +133,33 @@ async fn send_refuses_an_invalid_job_before_publishing_it() {
         "nothing was dead-lettered"
     );
 }
+
+#[test]
+fn the_unit_loads_only_the_credentials_every_host_has_and_drop_ins_the_rest() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let credentials = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("LoadCredential="))
+            .map(|c| c.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    let unit = std::fs::read_to_string(root.join("otpd.service")).unwrap();
+    assert_eq!(
+        credentials(&unit),
+        [
+            "OTPD__AMQP__URL",
+            "OTPD__DATABASE__URL",
+            "OTPD__STORE__DESTINATION_HMAC_KEY"
+        ],
+        "an SMTP-only host must start without a Twilio token file"
+    );
+    for (drop_in, credential) in [
+        ("twilio.conf", "OTPD__PROVIDERS__TWILIO__AUTH_TOKEN"),
+        ("smtp.conf", "OTPD__PROVIDERS__SMTP__PASSWORD"),
+        ("admin-api.conf", "OTPD__HTTP__ADMIN_TOKEN"),
+    ] {
+        let text = std::fs::read_to_string(root.join("otpd.service.d").join(drop_in)).unwrap();
+        assert!(text.contains("[Service]\n"), "{drop_in}");
+        assert_eq!(credentials(&text), [credential], "{drop_in}");
+    }
+}
