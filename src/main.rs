@@ -1,87 +1,37 @@
 //! The `otpd` command line.
 
+mod cli;
+
 use anyhow::Context;
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Age, AuditCommand, Cli, Command, Format};
 use lapin::options::BasicPublishOptions;
 use otpd::audit::{PurgeTrigger, SEAL_PATIENCE, Trail};
 use otpd::store::Store;
 use otpd::{app::App, config};
-use std::path::PathBuf;
+use std::io::Write;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-#[derive(Parser)]
-#[command(name = "otpd", version, about = "OTP delivery gateway")]
-struct Cli {
-    /// Configuration file layered over the defaults (default: /etc/otpd/otpd.toml if present).
-    #[arg(long, global = true, env = "OTPD_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon: consume jobs and deliver codes.
-    Run,
-    /// Create the database if needed and apply pending migrations.
-    Migrate,
-    /// Validate the configuration and print the effective settings, secrets redacted.
-    CheckConfig,
-    /// Print delivery health per channel, provider and country.
-    Report {
-        /// How far back to look: 30m, 1h, 7d…
-        #[arg(long, default_value = "1h")]
-        since: String,
-        /// "table" for people, "json" for scripts.
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
-    /// Delete deliveries and audit events older than the given age; the purge is recorded.
-    Purge {
-        /// 30d, 12h… Records younger than this are kept.
-        #[arg(long)]
-        older_than: String,
-    },
-    /// The hash-chained audit trail.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
-    /// Ask a running otpd (at `http.listen`) whether it is ready: exit 0 if `/readyz` says
-    /// so, 1 if not. For container health checks, where the image has no HTTP client.
-    Healthcheck,
-    /// Publish one send-code job (for demos and smoke tests); the job is checked as otpd
-    /// would check it, and refused here if invalid.
-    Send {
-        #[arg(long, default_value = "sms")]
-        channel: String,
-        #[arg(long)]
-        to: String,
-        #[arg(long)]
-        code: String,
-        #[arg(long, default_value = "demo-account")]
-        account_id: String,
-        /// Defaults to a fresh id.
-        #[arg(long)]
-        challenge_id: Option<String>,
-        /// Seconds until the code expires.
-        #[arg(long, default_value_t = 300)]
-        ttl: i64,
-    },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Seal pending events, then recompute the whole chain; exits 1 if any row was edited or
-    /// deleted, 2 if the chain could not be checked (the database unreachable).
-    Verify,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // What needs no configuration runs before it is read, so that a broken file cannot stop
+    // an editor's schema or a shell's completions.
+    let printed = match &cli.command {
+        Command::Completions { shell } => Some(cli::completions(*shell)),
+        Command::Man => Some(cli::man()?),
+        Command::ConfigSchema => {
+            let schema = config::schema(&config::load_from_str("")?);
+            Some(serde_json::to_vec_pretty(&schema)?)
+        }
+        _ => None,
+    };
+    if let Some(bytes) = printed {
+        std::io::stdout().write_all(&bytes)?;
+        return Ok(());
+    }
     let settings = config::load(cli.config.as_deref())?;
     otpd::telemetry::init(&settings.log);
     match cli.command {
@@ -101,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Report { since, format } => report(&settings, &since, &format).await,
+        Command::Report { since, format } => report(&settings, &since, format).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Purge { older_than } => purge(&settings, &older_than).await,
         Command::Audit {
@@ -115,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Completions { .. } | Command::Man | Command::ConfigSchema => Ok(()),
         Command::Send {
             channel,
             to,
@@ -129,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                     Utc::now().timestamp_nanos_opt().unwrap_or_default()
                 )
             });
+            let channel = channel.as_str();
             let job = serde_json::json!({
                 "version": 1, "challenge_id": challenge_id, "account_id": account_id, "channel": channel,
                 "to": to, "code": code, "expires_at": (Utc::now() + chrono::Duration::seconds(ttl)).to_rfc3339(),
@@ -138,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             if let Err(r) = otpd::domain::Job::parse(&body) {
                 anyhow::bail!("the job is invalid ({}): {}", r.reason.code(), r.detail);
             }
-            send(&settings, &channel, &challenge_id, &body).await?;
+            send(&settings, channel, &challenge_id, &body).await?;
             println!("published job {challenge_id}");
             Ok(())
         }
@@ -179,25 +131,21 @@ fn store(settings: &config::Settings) -> anyhow::Result<Store> {
     .context("opening the database")
 }
 
-async fn report(settings: &config::Settings, since: &str, format: &str) -> anyhow::Result<()> {
-    let age = otpd::audit::parse_age(since).map_err(|e| anyhow::anyhow!("--since {e}"))?;
+async fn report(settings: &config::Settings, since: &Age, format: Format) -> anyhow::Result<()> {
     let rows = otpd::views::Views::new(&store(settings)?)
-        .report(Utc::now() - age)
+        .report(Utc::now() - since.duration)
         .await
         .context("reading the deliveries")?;
     match format {
-        "table" => print!("{}", otpd::report::table(since, &rows)),
-        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
-        other => anyhow::bail!("--format `{other}`: expected table or json"),
+        Format::Table => print!("{}", otpd::report::table(&since.text, &rows)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
     }
     Ok(())
 }
 
-async fn purge(settings: &config::Settings, older_than: &str) -> anyhow::Result<()> {
-    let age =
-        otpd::audit::parse_age(older_than).map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
+async fn purge(settings: &config::Settings, older_than: &Age) -> anyhow::Result<()> {
     let trail = Trail::new(&store(settings)?);
-    let cutoff = Utc::now() - age;
+    let cutoff = Utc::now() - older_than.duration;
     trail
         .seal_all(SEAL_PATIENCE)
         .await

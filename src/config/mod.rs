@@ -8,6 +8,7 @@ mod http;
 mod limits;
 mod load;
 mod providers;
+mod schema;
 mod secret;
 mod smpp;
 mod validate_providers;
@@ -23,6 +24,7 @@ pub use providers::{
     Chain, ChannelSettings, ProviderConfig, ProviderSettings, RouteKey, RouteSettings,
     SmtpSettings, SmtpTls, TwilioSettings,
 };
+pub use schema::schema;
 pub use secret::Secret;
 pub use smpp::{SmppBind, SmppSettings};
 
