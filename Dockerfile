@@ -7,21 +7,21 @@ WORKDIR /src
 # Build the dependencies first so that source changes reuse this layer.
 COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && cargo build --release --locked && rm -rf src
+ && cargo build --profile dist --locked && rm -rf src
 # Everything the build reads: sources, migrations (sqlx::migrate!), and the files compiled in
 # with include_str! (config/, docs/openapi.json). `.ci/run` checks this list against the code.
 COPY src src
 COPY migrations migrations
 COPY config config
 COPY docs docs
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --profile dist --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin otpd
-COPY --from=build /src/target/release/otpd /usr/local/bin/otpd
+COPY --from=build /src/target/dist/otpd /usr/local/bin/otpd
 COPY config/default.toml /etc/otpd/default.toml.example
 COPY LICENSE /usr/share/doc/otpd/LICENSE
 USER 10001:10001
