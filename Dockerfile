@@ -4,6 +4,9 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The commit otpd_build_info names; the image has no .git to ask:
+#   docker build --build-arg OTPD_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG OTPD_COMMIT=""
 # Build the dependencies first so that source changes reuse this layer.
 COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
