@@ -1,4 +1,4 @@
-//! The release `otpd` binary as a child process on the run's own queues and database, through
+//! The `otpd` binary beside the bench (release or dist) as a child process on the run's own queues and database, through
 //! the kit (`tests/kit`): its names, its child process, its fake Twilio.
 
 use crate::kit::child;

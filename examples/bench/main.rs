@@ -1,8 +1,8 @@
 //! The throughput benchmark (docs/performance.md):
 //!
 //! ```sh
-//! cargo build --release --examples --bins
-//! ./target/release/examples/bench [JOBS] [PROVIDER_DELAY_MS] [--paced N] [--rate R]
+//! cargo build --profile dist --examples --bins
+//! ./target/dist/examples/bench [JOBS] [PROVIDER_DELAY_MS] [--paced N] [--rate R]
 //! ```
 //!
 //! It starts a fake Twilio on loopback that answers at once (or after PROVIDER_DELAY_MS), then:
