@@ -10,6 +10,7 @@ mod support;
 mod admin;
 mod audit;
 mod broker;
+mod clients;
 mod contract;
 mod dashboards;
 mod delivery;
