@@ -9,10 +9,12 @@ WORKDIR /src
 ARG OTPD_COMMIT=""
 # Build the dependencies first so that source changes reuse this layer.
 COPY Cargo.toml Cargo.lock build.rs ./
+# The workspace's client crate: cargo reads its manifest even to build otpd alone.
+COPY clients/rust clients/rust
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && cargo build --profile dist --locked && rm -rf src
 # Everything the build reads: sources, migrations (sqlx::migrate!), and the files compiled in
-# with include_str! (config/, docs/openapi.json). `.ci/run` checks this list against the code.
+# with include_str! (config/, docs/). `.ci/run` checks this list against the code.
 COPY src src
 COPY migrations migrations
 COPY config config
