@@ -16,32 +16,64 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// What decides a new challenge before the shared counters do.
+pub(super) enum Screened {
+    /// The code expires, or would before it could be delivered.
+    Expired,
+    /// Geo permissions, a conversion block or a cached refusal refuse it.
+    Refused(Refusal),
+    /// Only the counters remain: these, judged by this decision.
+    Counters(Admit),
+}
+
 impl Dispatcher {
-    /// Returns the outcome if the job is refused before sending.
+    /// Screens a new challenge: its code's time, then what needs no shared state, then the
+    /// counters it would take. The claim offers `Counters` to its own commit; a challenge
+    /// admitted later (`refuse_before_sending`) acts on each answer itself.
+    pub(super) fn screen(&self, job: &Job, hmac: &[u8]) -> Screened {
+        if !self.retry.may_start(Utc::now(), job.expires_at) {
+            return Screened::Expired;
+        }
+        if let Err(refusal) = self.limits.screen(job.channel, phone(job)) {
+            return Screened::Refused(refusal);
+        }
+        let takes = self.takes(job, hmac);
+        match self.limits.cached(&takes) {
+            Some(refusal) => Screened::Refused(refusal),
+            None => Screened::Counters(self.judgement(takes)),
+        }
+    }
+
+    /// Screens and admits a challenge its claim did not admit; returns the outcome if the job
+    /// is refused before sending.
     pub(super) async fn refuse_before_sending(
         &self,
         job: &Job,
         owner: Owner<'_>,
         hmac: &[u8],
     ) -> Result<Option<Ending>, Halt> {
-        if !self.retry.may_start(Utc::now(), job.expires_at) {
-            tracing::info!("the code expired, or would before it could be delivered; not sent");
-            let f = Outcome::ended(
-                DeliveryState::Expired,
-                0,
-                FailReason::Expired,
-                "the code expired, or would before it could be delivered",
-            );
-            return self.conclude(job, owner, f).await.map(Some);
-        }
-        let refusal = match self.limits.screen(job.channel, phone(job)) {
-            Err(refusal) => Some(refusal),
-            Ok(()) => self.take_limits(job, owner, hmac).await?,
+        let refusal = match self.screen(job, hmac) {
+            Screened::Expired => {
+                const DETAIL: &str = "the code expired, or would before it could be delivered";
+                tracing::info!("{DETAIL}; not sent");
+                let f = Outcome::ended(DeliveryState::Expired, 0, FailReason::Expired, DETAIL);
+                return self.conclude(job, owner, f).await.map(Some);
+            }
+            Screened::Refused(refusal) => refusal,
+            // No limit applies (limits off): nothing to take or to record.
+            Screened::Counters(admit) if admit.keys.is_empty() => return Ok(None),
+            Screened::Counters(Admit { keys, decide }) => {
+                let admission = self
+                    .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
+                    .await?;
+                match admission {
+                    Admission::Admitted => return Ok(None),
+                    Admission::Refused(refusal) => refusal,
+                    Admission::LeaseLost => return Err(Halt::LeaseLost),
+                }
+            }
         };
-        match refusal {
-            Some(r) => self.conclude_refusal(job, owner, r).await.map(Some),
-            None => Ok(None),
-        }
+        self.conclude_refusal(job, owner, refusal).await.map(Some)
     }
 
     /// Ends a job that a limit or abuse control refused, before any provider call.
@@ -67,31 +99,6 @@ impl Dispatcher {
             .and_then(|d| TimeDelta::from_std(d).ok())
             .map(|d| Utc::now() + d);
         self.conclude(job, owner, f).await
-    }
-
-    /// Takes the job's counters, or says which rule refused it.
-    async fn take_limits(
-        &self,
-        job: &Job,
-        owner: Owner<'_>,
-        hmac: &[u8],
-    ) -> Result<Option<Refusal>, Halt> {
-        let takes = self.takes(job, hmac);
-        if takes.is_empty() {
-            return Ok(None);
-        }
-        if let Some(refusal) = self.limits.cached(&takes) {
-            return Ok(Some(refusal));
-        }
-        let Admit { keys, decide } = self.judgement(takes);
-        let admission = self
-            .persist(|| self.store.admit(owner, keys.clone(), Arc::clone(&decide)))
-            .await?;
-        match admission {
-            Admission::Admitted => Ok(None),
-            Admission::Refused(refusal) => Ok(Some(refusal)),
-            Admission::LeaseLost => Err(Halt::LeaseLost),
-        }
     }
 
     /// The counters the job takes (none with limits off).

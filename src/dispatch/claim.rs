@@ -5,6 +5,7 @@
 //! duplicate), or waited for while another worker holds it. Whatever the claim finds, the
 //! steps after it are the same: admission if it is still owed, the attempts, the conclusion.
 
+use super::admit::Screened;
 use super::deliver::Progress;
 use super::{Dispatcher, Ending, Halt, LEASE_SLACK};
 use crate::domain::{DeliveryState, Job};
@@ -36,8 +37,13 @@ impl Dispatcher {
     ) -> Result<Ending, Halt> {
         // A job is most likely the first for its challenge, so its limits are offered with the
         // claim. After a lost lease the challenge is recorded, and the claim takes it over.
+        // Anything but the counters deciding the job keeps them out of the claim, so that no
+        // counter is taken for a job that is ended anyway.
         let admit = match pass.first {
-            true => self.admit_offer(job, new.destination_hmac),
+            true => match self.screen(job, new.destination_hmac) {
+                Screened::Counters(admit) => Some(admit),
+                Screened::Expired | Screened::Refused(_) => None,
+            },
             false => None,
         };
         let hmac = new.destination_hmac;
@@ -108,24 +114,6 @@ impl Dispatcher {
             tracing::warn!(error = %e, "the accepted event was not confirmed");
         }
         Ok(outcome)
-    }
-
-    /// What the claim of a new challenge can admit in its own commit: `None` when something
-    /// other than the shared counters decides the job (the code is about to expire, geo
-    /// permissions or a conversion block refuse the destination, or a cached refusal
-    /// applies), so that no counter is taken for a job that is ended anyway.
-    fn admit_offer(&self, job: &Job, hmac: &[u8]) -> Option<Admit> {
-        if !self.retry.may_start(Utc::now(), job.expires_at) {
-            return None;
-        }
-        self.limits
-            .screen(job.channel, super::admit::phone(job))
-            .ok()?;
-        let takes = self.takes(job, hmac);
-        if self.limits.cached(&takes).is_some() {
-            return None;
-        }
-        Some(self.judgement(takes))
     }
 
     /// Claims the challenge, waiting while another worker holds a live lease on it: that worker

@@ -5,7 +5,9 @@
 use super::Dispatcher;
 use super::deliver::Progress;
 use crate::domain::Job;
-use crate::metrics::{AttemptLabels, ChannelLabels, ProviderLabels, SegmentLabels, SpendLabels};
+use crate::metrics::{
+    AttemptLabels, ChannelLabels, ProviderLabels, SegmentLabels, SpendLabels, attempt_result,
+};
 use crate::providers::{Attempted, ProviderError};
 use crate::render::Message;
 
@@ -26,10 +28,10 @@ impl Dispatcher {
 
     pub(super) fn observe_attempt(&self, provider: &str, job: &Job, attempted: &Attempted) {
         let result = match &attempted.result {
-            Ok(_) => "sent",
-            Err(ProviderError::Transient { .. }) => "transient",
-            Err(ProviderError::Permanent { .. }) => "permanent",
-            Err(ProviderError::RateLimited { .. }) => "rate_limited",
+            Ok(_) => attempt_result::SENT,
+            Err(ProviderError::Transient { .. }) => attempt_result::TRANSIENT,
+            Err(ProviderError::Permanent { .. }) => attempt_result::PERMANENT,
+            Err(ProviderError::RateLimited { .. }) => attempt_result::RATE_LIMITED,
         };
         let channel = job.channel.as_str();
         let provider = provider.to_string();
