@@ -20,7 +20,7 @@ pub(super) async fn twilio(
         Ok(()) => StatusCode::NO_CONTENT,
         Err(ReceiptError::Forbidden) => {
             let labels = ReasonLabels {
-                reason: "bad_signature",
+                reason: crate::metrics::webhook_refusal::BAD_SIGNATURE,
             };
             s.metrics.webhook_rejected.get_or_create(&labels).inc();
             tracing::warn!("refused a Twilio callback whose signature does not verify");

@@ -2,6 +2,20 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
+/// The `result` of `otpd_provider_attempts_total`.
+pub mod attempt_result {
+    pub const SENT: &str = "sent";
+    pub const TRANSIENT: &str = "transient";
+    pub const PERMANENT: &str = "permanent";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const ALL: [&str; 4] = [SENT, TRANSIENT, PERMANENT, RATE_LIMITED];
+}
+
+/// The `reason` of `otpd_webhook_rejected_total`.
+pub mod webhook_refusal {
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,

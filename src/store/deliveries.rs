@@ -211,7 +211,7 @@ impl Store {
                            FROM deliveries WHERE challenge_id = $1),
                   d AS (UPDATE deliveries
                            SET state = CASE WHEN attempt > 0 THEN 'failed' ELSE 'rejected' END,
-                               reason = 'internal_error', detail = $3,
+                               reason = $4, detail = $3,
                                lease_until = NULL, lease_token = NULL, call_started_at = NULL,
                                event_published = true, updated_at = now()
                           FROM o
@@ -219,13 +219,14 @@ impl Store {
                            AND state IN ('received', 'sending')
                      RETURNING deliveries.challenge_id, state, attempt, provider, o.doubt AS in_doubt),
                   e AS (INSERT INTO delivery_events (challenge_id, kind, state, attempt, provider, reason, detail, in_doubt)
-                        SELECT challenge_id, 'state', state, attempt, provider, 'internal_error', $3, in_doubt
+                        SELECT challenge_id, 'state', state, attempt, provider, $4, $3, in_doubt
                           FROM d WHERE state = 'failed')
              SELECT state, attempt, provider, in_doubt FROM d",
         )
         .bind(owner.id)
         .bind(owner.token)
         .bind(detail)
+        .bind(INTERNAL_ERROR)
         .fetch_optional(&self.pool)
         .await?;
         let Some((state, attempt, provider, in_doubt)) = row else {
