@@ -51,7 +51,7 @@ pub enum Command {
         /// The delivery channel; the routing key of the job.
         #[arg(long, value_enum, default_value_t = Channel::Sms)]
         channel: Channel,
-        /// The destination: an E.164 number for sms and voice, an address for email.
+        /// The destination: an E.164 number for sms, voice and whatsapp, an address for email.
         #[arg(long)]
         to: String,
         /// The code to deliver: 4 to 10 digits.
@@ -96,6 +96,7 @@ pub enum Format {
 pub enum Channel {
     Sms,
     Voice,
+    Whatsapp,
     Email,
 }
 
@@ -104,6 +105,7 @@ impl Channel {
         match self {
             Channel::Sms => "sms",
             Channel::Voice => "voice",
+            Channel::Whatsapp => "whatsapp",
             Channel::Email => "email",
         }
     }

@@ -8,7 +8,7 @@
 //! ```text
 //! intake ──► dispatch ──► limits
 //!                    ├──► templates ──► render
-//!                    ├──► providers (twilio, smtp, smpp, http, log)
+//!                    ├──► providers (twilio, smtp, smpp, http, whatsapp, log)
 //!                    ├──► store (PostgreSQL)
 //!                    └──► events (status events, dead letters)
 //! http (webhooks) ──► receipts ──► store, events

@@ -10,7 +10,7 @@ use crate::config::{ProviderConfig, Secret, Settings};
 use crate::domain::{Channel, DeliveryState, FailReason};
 use crate::events::{Publisher, StatusEvent};
 use crate::metrics::{Metrics, ReceiptLabels};
-use crate::providers::{Heard, Receipt, twilio_receipt};
+use crate::providers::{Heard, Receipt, twilio_receipt, whatsapp_receipt};
 use crate::store::{ReceiptOutcome, Receipted, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +34,16 @@ pub struct Receipts {
     twilio_url: Option<String>,
     /// Each configured Twilio instance's name, account SID and auth token.
     twilio_accounts: Vec<(String, String, Secret)>,
+    /// Each configured WhatsApp Cloud instance.
+    whatsapp_numbers: Vec<WhatsappNumber>,
+}
+
+/// What the WhatsApp webhook needs of one `whatsapp_cloud` instance.
+struct WhatsappNumber {
+    name: String,
+    phone_number_id: String,
+    app_secret: Secret,
+    verify_token: Secret,
 }
 
 impl Receipts {
@@ -54,13 +64,60 @@ impl Receipts {
                 _ => None,
             })
             .collect();
+        let whatsapp_numbers = (settings.providers.0.iter())
+            .filter_map(|(name, p)| match p {
+                ProviderConfig::WhatsappCloud(w) => Some(WhatsappNumber {
+                    name: name.clone(),
+                    phone_number_id: w.phone_number_id.clone(),
+                    app_secret: w.app_secret.clone(),
+                    verify_token: w.verify_token.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
         Receipts {
             store,
             publisher,
             metrics,
             twilio_url: settings.http.twilio_callback_url(),
             twilio_accounts,
+            whatsapp_numbers,
         }
+    }
+
+    /// Meta's webhook verification: the `hub.challenge` to echo, when `hub.verify_token` is a
+    /// configured instance's.
+    pub fn whatsapp_handshake<'a>(&self, query: &'a [(String, String)]) -> Option<&'a str> {
+        let tokens = self
+            .whatsapp_numbers
+            .iter()
+            .map(|n| n.verify_token.expose());
+        whatsapp_receipt::handshake(query, tokens)
+    }
+
+    /// A WhatsApp webhook post: `body` is the raw JSON, `signature` its
+    /// `X-Hub-Signature-256`. A status applies only to the instance whose business number
+    /// sent it, and only when that instance's app secret signed the post.
+    pub async fn whatsapp(&self, signature: Option<&str>, body: &[u8]) -> Result<(), ReceiptError> {
+        let Some(signature) = signature else {
+            return Err(ReceiptError::Forbidden);
+        };
+        let signed_by: Vec<&WhatsappNumber> = (self.whatsapp_numbers.iter())
+            .filter(|n| whatsapp_receipt::verify(n.app_secret.expose(), body, signature))
+            .collect();
+        if signed_by.is_empty() {
+            return Err(ReceiptError::Forbidden);
+        }
+        for (number, receipt) in whatsapp_receipt::read(body) {
+            let providers: Vec<String> = (signed_by.iter())
+                .filter(|n| n.phone_number_id == number)
+                .map(|n| n.name.clone())
+                .collect();
+            if !providers.is_empty() {
+                self.apply(&providers, &receipt).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A Twilio status callback: `body` is its form, `signature` its `X-Twilio-Signature`.

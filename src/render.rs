@@ -13,6 +13,13 @@ pub enum Message {
     Voice {
         twiml: String,
     },
+    /// WhatsApp sends an approved authentication template whose text is Meta's: otpd supplies
+    /// only the code, and the provider picks the template along the locale chain.
+    Whatsapp {
+        code: String,
+        /// The job's locale fallback chain, most specific first, ending at the default locale.
+        locales: Vec<String>,
+    },
     Email {
         subject: String,
         text: String,
@@ -27,6 +34,7 @@ impl fmt::Debug for Message {
         let kind = match self {
             Message::Sms { .. } => "Sms",
             Message::Voice { .. } => "Voice",
+            Message::Whatsapp { .. } => "Whatsapp",
             Message::Email { .. } => "Email",
         };
         write!(f, "Message::{kind}([redacted])")

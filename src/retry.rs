@@ -88,6 +88,12 @@ impl RetryPolicy {
     }
 }
 
+/// The code's remaining life at `now`: what an SMS carries to the carrier as its validity, so
+/// that a message stuck in a queue dies rather than arriving with a dead code. Zero once past.
+pub fn remaining_life(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Duration {
+    (expires_at - now).to_std().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +176,13 @@ mod tests {
         assert_eq!(p.call_timeout(t(0), t(600)), Duration::from_secs(10));
         assert_eq!(p.call_timeout(t(54), t(60)), Duration::from_secs(6));
         assert_eq!(p.call_timeout(t(61), t(60)), Duration::ZERO);
+    }
+
+    #[test]
+    fn remaining_life_is_the_time_to_expiry_and_never_negative() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::seconds(90);
+        assert_eq!(remaining_life(now, later), Duration::from_secs(90));
+        assert_eq!(remaining_life(later, now), Duration::ZERO);
     }
 }

@@ -17,7 +17,7 @@ def main() -> int:
     p.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     p.add_argument("--jobs-exchange", default="otpd.jobs")
     p.add_argument("--events-exchange", default="otpd.events")
-    p.add_argument("--channel", default="sms", choices=["sms", "voice", "email"])
+    p.add_argument("--channel", default="sms", choices=["sms", "voice", "whatsapp", "email"])
     p.add_argument("--to", required=True)
     p.add_argument("--code", required=True)
     p.add_argument("--account-id", default="demo-account")

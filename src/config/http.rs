@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 pub enum BodyFormat {
     /// `application/x-www-form-urlencoded`.
     Form,
-    /// A JSON object of the rendered fields, all strings.
+    /// A JSON object of the rendered fields: strings, except those in `json_numbers`.
     Json,
 }
 
@@ -27,6 +27,9 @@ pub struct HttpProviderSettings {
     pub body_format: BodyFormat,
     /// Field name → template, e.g. `text = "{{ text }}"`.
     pub body: BTreeMap<String, String>,
+    /// Body fields a `json` body carries as numbers, not strings (a vendor's integer
+    /// parameter, e.g. a validity rendered from `ttl_secs`).
+    pub json_numbers: Vec<String>,
     /// Values templates read as `secrets.<name>`; set them from the environment
     /// (`OTPD__PROVIDERS__<NAME>__SECRETS__<KEY>`) or systemd credentials.
     pub secrets: BTreeMap<String, Secret>,
@@ -56,6 +59,7 @@ impl Default for HttpProviderSettings {
             headers: BTreeMap::new(),
             body_format: BodyFormat::Form,
             body: BTreeMap::new(),
+            json_numbers: Vec::new(),
             secrets: BTreeMap::new(),
             success_status: vec![200, 201, 202],
             success_pointer: String::new(),

@@ -70,9 +70,11 @@ pub struct GeoSettings {
     pub deny_number_types: StringList,
     pub sms: CountryRules,
     pub voice: CountryRules,
+    #[serde(default)]
+    pub whatsapp: CountryRules,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountryRules {
     #[serde(default)]
@@ -170,7 +172,10 @@ pub(super) fn validate_rules(l: &LimitSettings) -> Result<(), ConfigError> {
 
 fn validate_channels(key: &str, list: &StringList) -> Result<(), ConfigError> {
     match list.0.iter().find(|c| Channel::parse(c).is_none()) {
-        Some(c) => Err(invalid(key, format!("`{c}` is not sms, voice or email"))),
+        Some(c) => Err(invalid(
+            key,
+            format!("`{c}` is not sms, voice, whatsapp or email"),
+        )),
         None => Ok(()),
     }
 }
@@ -190,7 +195,7 @@ pub(super) fn validate_budget(b: &BudgetSettings) -> Result<(), ConfigError> {
         if Channel::parse(channel).is_none() {
             return Err(invalid(
                 format!("budget.prices.{channel}"),
-                "not sms, voice or email",
+                "not sms, voice, whatsapp or email",
             ));
         }
         for (country, price) in table {
@@ -226,6 +231,8 @@ pub(super) fn validate_abuse(
         ("geo.sms.deny", &g.sms.deny),
         ("geo.voice.allow", &g.voice.allow),
         ("geo.voice.deny", &g.voice.deny),
+        ("geo.whatsapp.allow", &g.whatsapp.allow),
+        ("geo.whatsapp.deny", &g.whatsapp.deny),
     ] {
         if let Some(c) = list.0.iter().find(|c| !is_country_code(c)) {
             return Err(invalid(

@@ -12,6 +12,7 @@ mod schema;
 mod secret;
 mod smpp;
 mod validate_providers;
+mod whatsapp;
 
 pub use error::ConfigError;
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
@@ -27,6 +28,7 @@ pub use providers::{
 pub use schema::schema;
 pub use secret::Secret;
 pub use smpp::{SmppBind, SmppSettings};
+pub use whatsapp::{WhatsappSettings, WhatsappTemplate};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;

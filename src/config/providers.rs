@@ -8,6 +8,7 @@
 use super::Secret;
 use super::http::HttpProviderSettings;
 use super::smpp::SmppSettings;
+use super::whatsapp::WhatsappSettings;
 use crate::domain::Channel;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,6 +22,7 @@ enum ProviderKind {
     Smtp,
     Http,
     Smpp,
+    WhatsappCloud,
 }
 
 impl ProviderKind {
@@ -31,6 +33,7 @@ impl ProviderKind {
             "smtp" => Some(ProviderKind::Smtp),
             "http" => Some(ProviderKind::Http),
             "smpp" => Some(ProviderKind::Smpp),
+            "whatsapp_cloud" => Some(ProviderKind::WhatsappCloud),
             _ => None,
         }
     }
@@ -39,13 +42,14 @@ impl ProviderKind {
 /// One provider instance. Serialised tagged by `kind` (for `otpd check-config`); read by
 /// [`ProviderSettings`]'s own deserialiser.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
     Log(LogSettings),
     Twilio(TwilioSettings),
     Smtp(SmtpSettings),
     Http(HttpProviderSettings),
     Smpp(SmppSettings),
+    WhatsappCloud(WhatsappSettings),
 }
 
 impl ProviderConfig {
@@ -57,6 +61,7 @@ impl ProviderConfig {
             ProviderConfig::Smtp(s) => s.max_concurrency,
             ProviderConfig::Http(s) => s.max_concurrency,
             ProviderConfig::Smpp(s) => s.max_concurrency,
+            ProviderConfig::WhatsappCloud(s) => s.max_concurrency,
         }
     }
 
@@ -69,6 +74,7 @@ impl ProviderConfig {
             ProviderConfig::Smtp(s) => s.max_per_second,
             ProviderConfig::Http(s) => s.max_per_second,
             ProviderConfig::Smpp(s) => s.max_per_second,
+            ProviderConfig::WhatsappCloud(s) => s.max_per_second,
         }
     }
 }
@@ -99,7 +105,7 @@ impl<'de> Deserialize<'de> for ProviderSettings {
             };
             let Some(kind) = ProviderKind::from_name(&kind) else {
                 return Err(D::Error::custom(format!(
-                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\", \"smtp\", \"http\" or \"smpp\""
+                    "providers.{name}.kind: \"{kind}\" is not a provider kind; it must be \"log\", \"twilio\", \"smtp\", \"http\", \"smpp\" or \"whatsapp_cloud\""
                 )));
             };
             let value = config::Value::from(table);
@@ -109,6 +115,9 @@ impl<'de> Deserialize<'de> for ProviderSettings {
                 ProviderKind::Smtp => value.try_deserialize().map(ProviderConfig::Smtp),
                 ProviderKind::Http => value.try_deserialize().map(ProviderConfig::Http),
                 ProviderKind::Smpp => value.try_deserialize().map(ProviderConfig::Smpp),
+                ProviderKind::WhatsappCloud => {
+                    value.try_deserialize().map(ProviderConfig::WhatsappCloud)
+                }
             }
             .map_err(|e| D::Error::custom(format!("providers.{name}: {e}")))?;
             out.insert(name, config);
@@ -164,6 +173,7 @@ pub type Chain = super::StringList;
 pub struct ChannelSettings {
     pub sms: Chain,
     pub voice: Chain,
+    pub whatsapp: Chain,
     pub email: Chain,
     /// Chains per destination for the phone channels; the chains above are the fallback.
     #[serde(default)]
@@ -177,6 +187,7 @@ pub struct ChannelSettings {
 pub struct RouteSettings {
     pub sms: BTreeMap<String, Chain>,
     pub voice: BTreeMap<String, Chain>,
+    pub whatsapp: BTreeMap<String, Chain>,
 }
 
 impl RouteSettings {
@@ -185,6 +196,7 @@ impl RouteSettings {
         match channel {
             Channel::Sms => Some(&self.sms),
             Channel::Voice => Some(&self.voice),
+            Channel::Whatsapp => Some(&self.whatsapp),
             Channel::Email => None,
         }
     }
@@ -214,8 +226,10 @@ impl RouteKey {
 impl ChannelSettings {
     /// Every provider name any chain or route mentions (repeats included).
     pub fn chains(&self) -> impl Iterator<Item = &str> {
-        let routes = self.routes.sms.values().chain(self.routes.voice.values());
-        [&self.sms, &self.voice, &self.email]
+        let routes = (self.routes.sms.values())
+            .chain(self.routes.voice.values())
+            .chain(self.routes.whatsapp.values());
+        [&self.sms, &self.voice, &self.whatsapp, &self.email]
             .into_iter()
             .chain(routes)
             .flat_map(|chain| chain.0.iter().map(String::as_str))
@@ -225,6 +239,7 @@ impl ChannelSettings {
         match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
+            Channel::Whatsapp => &self.whatsapp,
             Channel::Email => &self.email,
         }
     }

@@ -61,6 +61,9 @@ fn validate_chain(
             ProviderConfig::Smtp(m) => validate_smtp(name, m, channel)?,
             ProviderConfig::Http(h) => validate_http_provider(name, h, channel)?,
             ProviderConfig::Smpp(p) => validate_smpp(name, p, channel)?,
+            ProviderConfig::WhatsappCloud(w) => {
+                validate_whatsapp(name, w, channel, &s.app.default_locale)?
+            }
         }
     }
     Ok(())
@@ -117,10 +120,10 @@ fn validate_twilio(name: &str, t: &TwilioSettings, channel: Channel) -> Result<(
     let (field, from) = match channel {
         Channel::Voice => ("voice_from", &t.voice_from),
         Channel::Sms => ("sms_from", &t.sms_from),
-        Channel::Email => {
+        Channel::Email | Channel::Whatsapp => {
             return Err(invalid(
-                "channels.email",
-                format!("`{name}` is a twilio provider, which cannot deliver email"),
+                format!("channels.{channel}"),
+                format!("`{name}` is a twilio provider, which carries sms and voice only"),
             ));
         }
     };
@@ -194,6 +197,76 @@ fn validate_smpp(name: &str, p: &super::SmppSettings, channel: Channel) -> Resul
             key("response_timeout_ms"),
             "timeouts must be above 0",
         ));
+    }
+    Ok(())
+}
+
+fn validate_whatsapp(
+    name: &str,
+    w: &super::WhatsappSettings,
+    channel: Channel,
+    default_locale: &str,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("providers.{name}.{k}");
+    if channel != Channel::Whatsapp {
+        return Err(invalid(
+            format!("channels.{channel}"),
+            format!("names `{name}`, a whatsapp_cloud provider, which carries whatsapp only"),
+        ));
+    }
+    let url =
+        reqwest::Url::parse(&w.base_url).map_err(|e| invalid(key("base_url"), e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key("base_url"), "must be an http or https URL"));
+    }
+    let segment =
+        |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if !segment(&w.api_version) {
+        return Err(invalid(
+            key("api_version"),
+            "must be a Graph API version such as v21.0",
+        ));
+    }
+    if w.phone_number_id.is_empty() || !w.phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            key("phone_number_id"),
+            "must be the business number's id (digits)",
+        ));
+    }
+    for (field, secret) in [
+        ("access_token", &w.access_token),
+        ("app_secret", &w.app_secret),
+    ] {
+        if secret.is_empty() {
+            return Err(invalid(
+                key(field),
+                "must be set when a channel uses this provider",
+            ));
+        }
+    }
+    let default = default_locale.to_ascii_lowercase();
+    if !w
+        .templates
+        .keys()
+        .any(|l| l.to_ascii_lowercase() == default)
+    {
+        return Err(invalid(
+            key("templates"),
+            format!("must name a template for the default locale `{default}`"),
+        ));
+    }
+    for (locale, t) in &w.templates {
+        let ok = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 512
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if crate::domain::parse_locale(locale).is_err() || !ok(&t.name) || !ok(&t.language) {
+            return Err(invalid(
+                key(&format!("templates.{locale}")),
+                "a locale such as `pt-br` naming a template `name` and a Meta `language` code (letters, digits, _)",
+            ));
+        }
     }
     Ok(())
 }

@@ -59,10 +59,12 @@ impl Dispatcher {
                 Begun::Again => continue,
             };
             let name = self.providers.name(index);
-            let timeout = self.retry.call_timeout(Utc::now(), job.expires_at);
+            let now = Utc::now();
+            let timeout = self.retry.call_timeout(now, job.expires_at);
+            let valid_for = crate::retry::remaining_life(now, job.expires_at);
             let attempted = self
                 .providers
-                .send(reservation, &job.to, message, timeout)
+                .send(reservation, &job.to, message, timeout, valid_for)
                 .await;
             self.observe_attempt(name, job, &attempted);
             let latency_ms = attempted.latency.as_millis() as u64;

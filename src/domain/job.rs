@@ -182,14 +182,17 @@ impl Job {
             AccountId::parse,
         )?;
         let channel = parse_str(obj, "channel", RejectReason::UnknownChannel, |s| {
-            Channel::parse(s).ok_or_else(|| "channel must be one of sms, voice, email".to_string())
+            Channel::parse(s)
+                .ok_or_else(|| "channel must be one of sms, voice, whatsapp, email".to_string())
         })?;
         let to = parse_str(
             obj,
             "to",
             RejectReason::InvalidDestination,
             |s| match channel {
-                Channel::Sms | Channel::Voice => PhoneNumber::parse(s).map(Destination::Phone),
+                Channel::Sms | Channel::Voice | Channel::Whatsapp => {
+                    PhoneNumber::parse(s).map(Destination::Phone)
+                }
                 Channel::Email => EmailAddress::parse(s).map(Destination::Email),
             },
         )?;

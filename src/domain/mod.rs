@@ -28,18 +28,31 @@ use std::fmt;
 pub enum Channel {
     Sms,
     Voice,
+    /// A WhatsApp authentication template (Meta's Cloud API).
+    Whatsapp,
     Email,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Sms, Channel::Voice, Channel::Email];
+    pub const ALL: [Channel; 4] = [
+        Channel::Sms,
+        Channel::Voice,
+        Channel::Whatsapp,
+        Channel::Email,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
             Channel::Voice => "voice",
+            Channel::Whatsapp => "whatsapp",
             Channel::Email => "email",
         }
+    }
+
+    /// Whether the channel's destinations are phone numbers (sms, voice, whatsapp).
+    pub fn is_phone(self) -> bool {
+        !matches!(self, Channel::Email)
     }
 
     pub fn parse(s: &str) -> Option<Channel> {

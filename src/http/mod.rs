@@ -1,6 +1,6 @@
 //! The HTTP listener: `/healthz` (the process answers), `/readyz` (a real round trip to
 //! PostgreSQL and an open confirm-mode channel to RabbitMQ), `/metrics` (OpenMetrics or Prometheus text, as the scrape asks),
-//! `/status` (the status page), `/webhooks/twilio` (delivery receipts) and the admin API
+//! `/status` (the status page), `/webhooks/twilio` and `/webhooks/whatsapp` (delivery receipts) and the admin API
 //! under `/v1` (bearer token).
 
 mod admin;
@@ -50,6 +50,10 @@ pub fn router(state: HttpState, request_timeout: Duration, max_body: usize) -> R
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/webhooks/twilio", post(webhooks::twilio))
+        .route(
+            "/webhooks/whatsapp",
+            get(webhooks::whatsapp_verify).post(webhooks::whatsapp),
+        )
         .merge(admin::router(state.clone()))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

@@ -35,6 +35,7 @@ pub struct Geo {
     deny_types: BTreeSet<String>,
     sms: Countries,
     voice: Countries,
+    whatsapp: Countries,
 }
 
 impl Geo {
@@ -43,6 +44,7 @@ impl Geo {
             deny_types: s.deny_number_types.0.iter().cloned().collect(),
             sms: Countries::new(&s.sms),
             voice: Countries::new(&s.voice),
+            whatsapp: Countries::new(&s.whatsapp),
         }
     }
 
@@ -50,6 +52,7 @@ impl Geo {
         let countries = match channel {
             Channel::Sms => &self.sms,
             Channel::Voice => &self.voice,
+            Channel::Whatsapp => &self.whatsapp,
             Channel::Email => return Ok(()),
         };
         if !countries.permits(phone.country()) {
@@ -78,9 +81,10 @@ mod tests {
                 allow: list(allow),
                 deny: list(deny),
             },
-            voice: CountryRules {
+            voice: CountryRules::default(),
+            whatsapp: CountryRules {
                 allow: list(&[]),
-                deny: list(&[]),
+                deny: list(deny),
             },
         })
     }
@@ -102,6 +106,12 @@ mod tests {
             Ok(()),
             "per channel"
         );
+        assert_eq!(
+            g.check(Channel::Whatsapp, &phone("+447400123456")),
+            Err(GeoRefusal::Country("GB".into())),
+            "whatsapp has its own list"
+        );
+        assert_eq!(g.check(Channel::Email, &phone("+447400123456")), Ok(()));
     }
 
     #[test]

@@ -64,9 +64,9 @@ pub struct Providers {
     /// Every chain, as indexes into `slots`.
     chains: Vec<Vec<usize>>,
     /// The fallback chain of each channel, in `Channel::ALL` order.
-    defaults: [usize; 3],
+    defaults: [usize; Channel::ALL.len()],
     /// Per channel: E.164 prefixes (longest first) and countries, each with its chain.
-    routes: [Vec<(RouteKey, usize)>; 3],
+    routes: [Vec<(RouteKey, usize)>; Channel::ALL.len()],
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -75,7 +75,8 @@ fn channel_index(channel: Channel) -> usize {
     match channel {
         Channel::Sms => 0,
         Channel::Voice => 1,
-        Channel::Email => 2,
+        Channel::Whatsapp => 2,
+        Channel::Email => 3,
     }
 }
 
@@ -95,8 +96,8 @@ impl Providers {
             settings: s,
             receipts,
         };
-        let mut defaults = [0; 3];
-        let mut routes: [Vec<(RouteKey, usize)>; 3] = Default::default();
+        let mut defaults = [0; Channel::ALL.len()];
+        let mut routes: [Vec<(RouteKey, usize)>; Channel::ALL.len()] = Default::default();
         for channel in Channel::ALL {
             defaults[channel_index(channel)] = built.chain(s.channels.chain(channel))?;
             let mut these = Vec::new();
@@ -227,16 +228,19 @@ impl Providers {
     }
 
     /// Makes the call, bounded by `timeout`, and lets the breaker and throttle learn from it.
+    /// `valid_for` is the code's remaining life, which SMS providers pass to the carrier.
     pub async fn send(
         &self,
         reservation: Reservation,
         to: &Destination,
         message: &Message,
         timeout: Duration,
+        valid_for: Duration,
     ) -> Attempted {
         let slot = &self.slots[reservation.index];
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, slot.provider.send(to, message)).await {
+        let call = slot.provider.send(to, message, valid_for);
+        let result = match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(ProviderError::Transient {
                 status: None,

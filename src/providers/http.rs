@@ -4,7 +4,8 @@
 //! Message API (docs/examples/providers/).
 //!
 //! Every URL, header and body field is a minijinja template over the message (`to`,
-//! `to_digits`, `text`, `encoding`, `segments`) and the instance's `secrets`, in strict mode,
+//! `to_digits`, `text`, `encoding`, `segments`), the code's remaining life in whole seconds
+//! (`ttl_secs`, for the vendor's validity parameter) and the instance's `secrets`, in strict mode,
 //! compiled and rendered with a sample when the config loads. The rendered request holds the
 //! code, so it is never logged; errors name the template (`body.text`), never a value.
 
@@ -34,6 +35,8 @@ pub struct RequestTemplates {
     env: Environment<'static>,
     headers: Vec<String>,
     fields: Vec<String>,
+    /// Fields a JSON body carries as numbers.
+    numbers: Vec<String>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -45,6 +48,7 @@ struct Vars<'a> {
     text: &'a str,
     encoding: &'static str,
     segments: u32,
+    ttl_secs: u64,
     secrets: &'a BTreeMap<String, String>,
 }
 
@@ -93,6 +97,7 @@ impl RequestTemplates {
             env,
             headers: s.headers.keys().cloned().collect(),
             fields: s.body.keys().cloned().collect(),
+            numbers: s.json_numbers.clone(),
             secrets: s
                 .secrets
                 .iter()
@@ -100,8 +105,23 @@ impl RequestTemplates {
                 .collect(),
         };
         let sample = request.vars("+14155550123", "1234567890 is your code", 1, Encoding::Gsm7);
+        let sample = Vars {
+            ttl_secs: 300,
+            ..sample
+        };
         let rendered = request.render(&sample).map_err(|e| err(&e.0, &e.1))?;
         reqwest::Url::parse(&rendered.url).map_err(|e| err("url", &e))?;
+        for number in &request.numbers {
+            if !s.body.contains_key(number) {
+                return Err(err(
+                    "json_numbers",
+                    &format!("`{number}` is not a body field"),
+                ));
+            }
+        }
+        request
+            .json_body(rendered.fields)
+            .map_err(|(key, e)| err(&key, &e))?;
         Ok(request)
     }
 
@@ -121,8 +141,32 @@ impl RequestTemplates {
                 Encoding::Ucs2 => "ucs2",
             },
             segments,
+            ttl_secs: 0,
             secrets: &self.secrets,
         }
+    }
+
+    /// The JSON body of the rendered fields: strings, and numbers for `json_numbers`. A
+    /// number field that did not render as a number names itself.
+    fn json_body(
+        &self,
+        fields: Vec<(String, String)>,
+    ) -> Result<serde_json::Map<String, Value>, (String, String)> {
+        fields
+            .into_iter()
+            .map(|(k, v)| {
+                if !self.numbers.contains(&k) {
+                    return Ok((k, Value::String(v)));
+                }
+                match serde_json::from_str::<serde_json::Number>(v.trim()) {
+                    Ok(n) => Ok((k, Value::Number(n))),
+                    Err(_) => Err((
+                        format!("body.{k}"),
+                        "is in json_numbers but did not render as a number".into(),
+                    )),
+                }
+            })
+            .collect()
     }
 
     /// Every template rendered; an error names the template only (values may be secrets).
@@ -152,11 +196,7 @@ impl RequestTemplates {
 impl HttpProvider {
     pub fn new(name: &str, s: &HttpProviderSettings) -> Result<HttpProvider, BuildError> {
         let request = RequestTemplates::compile(name, s)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(s.timeout_ms))
-            .connect_timeout(Duration::from_millis(s.timeout_ms.min(5000)))
-            .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = super::http_client(s.timeout_ms)
             .map_err(|e| BuildError::Http(format!("providers.{name}: {e}")))?;
         Ok(HttpProvider {
             http,
@@ -165,7 +205,12 @@ impl HttpProvider {
         })
     }
 
-    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+    pub async fn send(
+        &self,
+        to: &Destination,
+        message: &Message,
+        valid_for: Duration,
+    ) -> Result<Sent, ProviderError> {
         let misconfigured = |detail: String| ProviderError::Permanent {
             status: None,
             reason: FailReason::ProviderMisconfigured,
@@ -177,12 +222,15 @@ impl HttpProvider {
             ));
         };
         let t = &self.request;
-        let vars = t.vars(
-            phone.as_e164(),
-            body,
-            *segments,
-            segments::count(body).encoding,
-        );
+        let vars = Vars {
+            ttl_secs: valid_for.as_secs(),
+            ..t.vars(
+                phone.as_e164(),
+                body,
+                *segments,
+                segments::count(body).encoding,
+            )
+        };
         let r = t
             .render(&vars)
             .map_err(|(key, e)| misconfigured(format!("{key}: {e}")))?;
@@ -194,11 +242,9 @@ impl HttpProvider {
             (_, &Method::GET) => request.query(&r.fields),
             (BodyFormat::Form, _) => request.form(&r.fields),
             (BodyFormat::Json, _) => {
-                let object: serde_json::Map<String, Value> = r
-                    .fields
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
+                let object = t
+                    .json_body(r.fields)
+                    .map_err(|(key, e)| misconfigured(format!("{key} {e}")))?;
                 request.json(&object)
             }
         };

@@ -92,7 +92,10 @@ fn templates_render_the_message_and_secrets() {
     h.secrets.insert("auth_id".into(), "MA123".into());
     h.secrets.insert("auth_token".into(), "tok".into());
     let p = RequestTemplates::compile("plivo", &h).unwrap();
-    let vars = p.vars("+14155550123", "Код 4071", 1, Encoding::Ucs2);
+    let vars = Vars {
+        ttl_secs: 240,
+        ..p.vars("+14155550123", "Код 4071", 1, Encoding::Ucs2)
+    };
     let Rendered {
         url,
         headers,
@@ -107,16 +110,37 @@ fn templates_render_the_message_and_secrets() {
             "Basic TUExMjM6dG9r".to_string()
         )]
     );
+    let body = p.json_body(fields.clone()).unwrap();
+    assert_eq!(body["message_expiry"], serde_json::json!(240));
     let fields: BTreeMap<_, _> = fields.into_iter().collect();
     assert_eq!(fields["dst"], "14155550123");
     assert_eq!(fields["text"], "Код 4071");
+    for (ttl, expected) in [(2, "5"), (86_400, "10799")] {
+        let vars = Vars {
+            ttl_secs: ttl,
+            ..p.vars("+1", "x", 1, Encoding::Gsm7)
+        };
+        let fields: BTreeMap<_, _> = p.render(&vars).unwrap().fields.into_iter().collect();
+        assert_eq!(fields["message_expiry"], expected, "plivo's range");
+    }
     let v = example("vonage.toml", "vonage");
     let p = RequestTemplates::compile("vonage", &v).unwrap();
     for (encoding, expected) in [(Encoding::Ucs2, "unicode"), (Encoding::Gsm7, "text")] {
-        let rendered = p.render(&p.vars("+1", "x", 1, encoding)).unwrap();
+        let vars = Vars {
+            ttl_secs: 90,
+            ..p.vars("+1", "x", 1, encoding)
+        };
+        let rendered = p.render(&vars).unwrap();
         let fields: BTreeMap<_, _> = rendered.fields.into_iter().collect();
         assert_eq!(fields["type"], expected);
+        assert_eq!(fields["ttl"], "90000", "milliseconds");
     }
+    let vars = Vars {
+        ttl_secs: 3,
+        ..p.vars("+1", "x", 1, Encoding::Gsm7)
+    };
+    let fields: BTreeMap<_, _> = p.render(&vars).unwrap().fields.into_iter().collect();
+    assert_eq!(fields["ttl"], "20000", "vonage's floor");
 }
 
 #[test]
@@ -138,4 +162,18 @@ fn a_broken_template_or_method_names_its_key() {
         .unwrap()
         .to_string();
     assert!(err.contains("providers.vonage.method"), "{err}");
+    let compile_err = |h: &HttpProviderSettings| {
+        RequestTemplates::compile("plivo", h)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let mut h = example("plivo.toml", "plivo");
+    h.json_numbers.push("ttl".into());
+    let err = compile_err(&h);
+    assert!(err.contains("providers.plivo.json_numbers"), "{err}");
+    let mut h = example("plivo.toml", "plivo");
+    h.json_numbers.push("text".into());
+    let err = compile_err(&h);
+    assert!(err.contains("providers.plivo.body.text"), "{err}");
 }

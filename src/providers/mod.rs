@@ -15,6 +15,8 @@ mod smtp;
 pub mod throttle;
 pub mod twilio;
 pub mod twilio_receipt;
+pub mod whatsapp;
+pub mod whatsapp_receipt;
 
 pub use chain::{Attempted, Pick, Providers, Reservation, Route};
 pub use http::HttpProvider;
@@ -22,6 +24,7 @@ pub use log::LogProvider;
 pub use smpp::SmppProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioClient;
+pub use whatsapp::WhatsappClient;
 
 use crate::config::ProviderConfig;
 use crate::domain::{Destination, FailReason};
@@ -112,16 +115,25 @@ pub enum Provider {
     Smtp(SmtpProvider),
     Http(Box<HttpProvider>),
     Smpp(Box<SmppProvider>),
+    Whatsapp(Box<WhatsappClient>),
 }
 
 impl Provider {
-    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+    /// `valid_for` is the code's remaining life: an SMS provider hands it to the carrier as the
+    /// message's validity, so a message stuck in a queue dies instead of arriving late.
+    pub async fn send(
+        &self,
+        to: &Destination,
+        message: &Message,
+        valid_for: Duration,
+    ) -> Result<Sent, ProviderError> {
         match self {
             Provider::Log(p) => Ok(p.send(to, message)),
-            Provider::Twilio(p) => p.send(to, message).await,
+            Provider::Twilio(p) => p.send(to, message, valid_for).await,
             Provider::Smtp(p) => p.send(to, message).await,
-            Provider::Http(p) => p.send(to, message).await,
-            Provider::Smpp(p) => p.send(to, message).await,
+            Provider::Http(p) => p.send(to, message, valid_for).await,
+            Provider::Smpp(p) => p.send(to, message, valid_for).await,
+            Provider::Whatsapp(p) => p.send(to, message).await,
         }
     }
 }
@@ -156,8 +168,21 @@ impl Provider {
             ProviderConfig::Smpp(p) => {
                 Provider::Smpp(Box::new(SmppProvider::new(name, p, receipts.clone())?))
             }
+            ProviderConfig::WhatsappCloud(w) => {
+                Provider::Whatsapp(Box::new(WhatsappClient::new(w)?))
+            }
         })
     }
+}
+
+/// The HTTP client of a vendor's API: every call bounded by `timeout_ms` (connecting by at most
+/// 5 s of it), and no retries of its own (dispatch retries, invariant 6).
+pub(crate) fn http_client(timeout_ms: u64) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect_timeout(Duration::from_millis(timeout_ms.min(5000)))
+        .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// The most of a vendor's answer body that is read: every real answer is a few hundred bytes.

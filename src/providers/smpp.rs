@@ -14,7 +14,7 @@ use crate::segments;
 use futures_util::StreamExt;
 use rusmpp::pdus::{BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
 use rusmpp::tlvs::MessageSubmissionRequestTlvValue;
-use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{
     DataCoding, IntermediateNotification, MCDeliveryReceipt, MessagePayload, MessageType, Npi,
     RegisteredDelivery, SmeOriginatedAcknowledgement, Ton,
@@ -57,7 +57,12 @@ impl SmppProvider {
         })
     }
 
-    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+    pub async fn send(
+        &self,
+        to: &Destination,
+        message: &Message,
+        valid_for: Duration,
+    ) -> Result<Sent, ProviderError> {
         let (Destination::Phone(phone), Message::Sms { body, .. }) = (to, message) else {
             return Err(ProviderError::Permanent {
                 status: None,
@@ -65,7 +70,7 @@ impl SmppProvider {
                 detail: "smpp carries SMS only; check [channels]".into(),
             });
         };
-        let submit = self.submit_sm(phone.as_e164(), body)?;
+        let submit = self.submit_sm(phone.as_e164(), body, valid_for)?;
         let client = self.session().await?;
         match client.submit_sm(submit).await {
             Ok(resp) => Ok(Sent {
@@ -152,8 +157,13 @@ impl SmppProvider {
     }
 
     /// The submit_sm for `text` to `to`: GSM-7 (data_coding 0, one septet per octet) when the
-    /// text fits that alphabet, UCS-2 big-endian otherwise.
-    fn submit_sm(&self, to: &str, text: &str) -> Result<SubmitSm, ProviderError> {
+    /// text fits that alphabet, UCS-2 big-endian otherwise; valid for the code's remaining life.
+    fn submit_sm(
+        &self,
+        to: &str,
+        text: &str,
+        valid_for: Duration,
+    ) -> Result<SubmitSm, ProviderError> {
         let s = &self.settings;
         let (coding, bytes) = match segments::gsm7_unpacked(text) {
             Some(septets) => (DataCoding::McSpecific, septets),
@@ -193,6 +203,10 @@ impl SmppProvider {
             } else {
                 RegisteredDelivery::default()
             })
+            .validity_period(
+                EmptyOrFullCOctetString::from_str(&relative_validity(valid_for))
+                    .map_err(|_| bad("validity_period"))?,
+            )
             .data_coding(coding);
         submit = if bytes.len() <= SHORT_MESSAGE_MAX {
             submit.short_message(OctetString::from_vec(bytes.clone()).map_err(|_| bad("text"))?)
@@ -203,6 +217,15 @@ impl SmppProvider {
         };
         Ok(submit.build())
     }
+}
+
+/// SMPP's relative time format (§7.1.1, `YYMMDDhhmmsstnnR`) for `valid_for`, in whole seconds
+/// of at least one and at most 99 days: the SMSC drops the message once the code is dead.
+fn relative_validity(valid_for: Duration) -> String {
+    let secs = valid_for.as_secs().clamp(1, 99 * 86_400 + 86_399);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hours, minutes, seconds) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    format!("0000{days:02}{hours:02}{minutes:02}{seconds:02}000R")
 }
 
 /// A C-octet string field; config validation keeps values within the field's size.
@@ -320,72 +343,5 @@ fn classify(e: SmppError) -> ProviderError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn provider(source: &str) -> SmppProvider {
-        let settings = SmppSettings {
-            source_addr: source.into(),
-            ..SmppSettings::default()
-        };
-        SmppProvider::new("smsc", &settings, mpsc::unbounded_channel().0).unwrap()
-    }
-
-    #[test]
-    fn texts_outside_gsm7_go_as_ucs2_and_long_ones_in_message_payload() {
-        let p = provider("+15005550006");
-        let s = p.submit_sm("+79161234567", "Код 1234 😀").unwrap();
-        assert_eq!(s.data_coding, DataCoding::Ucs2);
-        let expected: Vec<u8> = "Код 1234 😀"
-            .encode_utf16()
-            .flat_map(u16::to_be_bytes)
-            .collect();
-        assert_eq!(s.short_message().as_ref(), expected.as_slice());
-        assert_eq!(
-            (s.source_addr_ton, s.source_addr.to_string()),
-            (Ton::International, "15005550006".to_string())
-        );
-        let s = p.submit_sm("+14155550123", "€1").unwrap();
-        assert_eq!(
-            (s.data_coding, s.short_message().as_ref()),
-            (DataCoding::McSpecific, &[0x1B, 0x65, b'1'][..])
-        );
-        let long = "ж".repeat(200);
-        let s = p.submit_sm("+79161234567", &long).unwrap();
-        assert!(s.short_message().as_ref().is_empty());
-        assert_eq!(s.tlvs().len(), 1, "400 octets travel in message_payload");
-        assert_eq!(
-            provider("Acme")
-                .submit_sm("+1", "x")
-                .unwrap()
-                .source_addr_ton,
-            Ton::Alphanumeric
-        );
-    }
-
-    #[test]
-    fn receipts_are_read_from_the_appendix_b_text() {
-        let text = b"id:0123abc sub:001 dlvrd:001 submit date:2611231200 done date:2611231201 stat:DELIVRD err:000 text:none";
-        assert_eq!(
-            read_receipt(text),
-            Some(Receipt {
-                sid: "0123abc".into(),
-                state: DeliveryState::Delivered,
-                error: None
-            })
-        );
-        let text = b"id:9 sub:001 dlvrd:000 submit date:2611231200 done date:2611231201 stat:UNDELIV err:034 text:";
-        let r = read_receipt(text).unwrap();
-        assert_eq!(
-            (r.state, r.error.as_deref()),
-            (DeliveryState::Undelivered, Some("034"))
-        );
-        let text = b"id:9 sub:001 dlvrd:000 submit date:2611231200 done date:2611231201 stat:EXPIRED err:000";
-        assert_eq!(
-            read_receipt(text).unwrap().error.as_deref(),
-            Some("EXPIRED")
-        );
-        assert_eq!(read_receipt(b"id:9 stat:ENROUTE err:000"), None);
-        assert_eq!(read_receipt(b"hello, a mobile-originated message"), None);
-    }
-}
+#[path = "smpp_tests.rs"]
+mod tests;

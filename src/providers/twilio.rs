@@ -42,12 +42,7 @@ impl TwilioClient {
         let base = Url::parse(&s.base_url).map_err(|e| err(&e))?;
         let account = format!("2010-04-01/Accounts/{}/", s.account_sid);
         let account_url = base.join(&account).map_err(|e| err(&e))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(s.timeout_ms))
-            .connect_timeout(Duration::from_millis(s.timeout_ms.min(5000)))
-            .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| err(&e))?;
+        let http = super::http_client(s.timeout_ms).map_err(|e| err(&e))?;
         Ok(TwilioClient {
             http,
             messages_url: account_url.join("Messages.json").map_err(|e| err(&e))?,
@@ -60,19 +55,25 @@ impl TwilioClient {
         })
     }
 
-    pub async fn send(&self, to: &Destination, message: &Message) -> Result<Sent, ProviderError> {
+    pub async fn send(
+        &self,
+        to: &Destination,
+        message: &Message,
+        valid_for: Duration,
+    ) -> Result<Sent, ProviderError> {
         let callback = self.status_callback.as_deref();
         let (url, form) = match message {
-            Message::Sms { body, .. } => (
-                &self.messages_url,
-                message_form(to.expose(), &self.sms_from, body, callback),
-            ),
+            Message::Sms { body, .. } => {
+                let validity = validity_period(valid_for);
+                let form = message_form(to.expose(), &self.sms_from, body, validity, callback);
+                (&self.messages_url, form)
+            }
             Message::Voice { twiml } => (
                 &self.calls_url,
                 call_form(to.expose(), &self.voice_from, twiml, callback),
             ),
-            Message::Email { .. } => {
-                let detail = "twilio cannot deliver email; check [channels]".to_string();
+            Message::Email { .. } | Message::Whatsapp { .. } => {
+                let detail = "twilio carries sms and voice only; check [channels]".to_string();
                 return Err(ProviderError::Permanent {
                     status: None,
                     reason: FailReason::ProviderMisconfigured,
@@ -102,12 +103,21 @@ impl TwilioClient {
     }
 }
 
+/// Twilio's `ValidityPeriod` for a code with `valid_for` left: whole seconds, within the
+/// 1–36000 Twilio accepts (a longer life is cut to Twilio's longest queue time, which is its
+/// default anyway).
+pub fn validity_period(valid_for: Duration) -> u64 {
+    valid_for.as_secs().clamp(1, 36_000)
+}
+
 /// The CreateMessage form. A Messaging Service SID goes in `MessagingServiceSid`, a number or
-/// alphanumeric sender in `From`. `StatusCallback` asks Twilio to post the delivery receipt.
+/// alphanumeric sender in `From`. `ValidityPeriod` (seconds) drops the message from Twilio's
+/// queue once the code is dead. `StatusCallback` asks Twilio to post the delivery receipt.
 pub fn message_form(
     to: &str,
     from: &str,
     body: &str,
+    validity_period: u64,
     status_callback: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let sender = if from.starts_with("MG") {
@@ -119,6 +129,7 @@ pub fn message_form(
         ("To", to.to_string()),
         (sender, from.to_string()),
         ("Body", body.to_string()),
+        ("ValidityPeriod", validity_period.to_string()),
     ];
     if let Some(url) = status_callback {
         form.push(("StatusCallback", url.to_string()));
@@ -293,8 +304,18 @@ mod tests {
 
     #[test]
     fn messaging_service_sids_use_their_own_field() {
-        let f = message_form("+1", "MG0123456789abcdef0123456789abcdef", "hi", None);
+        let f = message_form("+1", "MG0123456789abcdef0123456789abcdef", "hi", 60, None);
         assert_eq!(f[1].0, "MessagingServiceSid");
-        assert_eq!(message_form("+1", "+15005550006", "hi", None)[1].0, "From");
+        assert_eq!(
+            message_form("+1", "+15005550006", "hi", 60, None)[1].0,
+            "From"
+        );
+    }
+
+    #[test]
+    fn validity_period_is_whole_seconds_within_twilios_range() {
+        assert_eq!(validity_period(Duration::from_millis(299_900)), 299);
+        assert_eq!(validity_period(Duration::ZERO), 1);
+        assert_eq!(validity_period(Duration::from_secs(86_400)), 36_000);
     }
 }

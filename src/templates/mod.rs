@@ -207,6 +207,10 @@ impl Templates {
                     twiml: self.twiml(text.trim(), chain),
                 }
             }
+            Channel::Whatsapp => Message::Whatsapp {
+                code: vars.code.to_string(),
+                locales: chain.to_vec(),
+            },
             Channel::Email => Message::Email {
                 // A header holds one line, whatever the template or metadata says.
                 subject: self

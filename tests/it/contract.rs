@@ -25,7 +25,12 @@ fn job_schema() -> jsonschema::Validator {
 #[test]
 fn the_documented_examples_validate_and_parse() {
     let schema = job_schema();
-    for name in ["sms-login", "voice-minimal", "email-reset"] {
+    for name in [
+        "sms-login",
+        "voice-minimal",
+        "whatsapp-login",
+        "email-reset",
+    ] {
         let example = read(format!("docs/examples/{name}.json"));
         let errors: Vec<String> = schema
             .iter_errors(&example)
@@ -153,10 +158,15 @@ fn twilio_request_schema(path: &str) -> jsonschema::Validator {
         .unwrap()
 }
 
+/// A form as the JSON object the spec describes: a field the spec types as an integer is one.
 fn as_object(form: Vec<(&'static str, String)>) -> Value {
+    const INTEGERS: [&str; 1] = ["ValidityPeriod"];
     Value::Object(
         form.into_iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .map(|(k, v)| match INTEGERS.contains(&k) {
+                true => (k.to_string(), json!(v.parse::<u64>().expect("an integer"))),
+                false => (k.to_string(), Value::String(v)),
+            })
             .collect(),
     )
 }
@@ -165,11 +175,18 @@ fn as_object(form: Vec<(&'static str, String)>) -> Value {
 fn twilio_requests_match_twilios_openapi_description() {
     let messages = twilio_request_schema("/2010-04-01/Accounts/{AccountSid}/Messages.json");
     for form in [
-        message_form("+14155550123", "+15005550006", "123456 is your code", None),
+        message_form(
+            "+14155550123",
+            "+15005550006",
+            "123456 is your code",
+            1,
+            None,
+        ),
         message_form(
             "+14155550123",
             "MG0123456789abcdef0123456789abcdef",
             "123456 is your code",
+            36_000,
             Some("https://otpd.example.com/webhooks/twilio"),
         ),
     ] {

@@ -1,7 +1,7 @@
 //! End to end through the public contract: a job on the real broker reaches a fake provider,
 //! its row reaches its terminal state in the real database, and its status event arrives.
 
-use crate::support::{Signal, TestApp, created, id, job, twilio};
+use crate::support::{Signal, TestApp, created, id, job, life_window, twilio};
 use otpd::config::SmtpTls;
 use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
@@ -33,14 +33,22 @@ async fn an_sms_job_reaches_twilio_and_ends_sent_with_an_event() {
         .await;
     let mut app = TestApp::spawn(twilio(&server)).await;
     let job = job("sms", "+14155550123", "246810");
+    let before = chrono::Utc::now();
     app.publish(&job).await;
 
     assert_eq!(app.report_for(&id(&job)).await.handled, sent());
+    let after = chrono::Utc::now();
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
     let f = form(&requests[0]);
     assert_eq!(f["To"], "+14155550123");
     assert_eq!(f["From"], "+15005550006");
+    // The message dies in Twilio's queue when the code does.
+    let validity: u64 = f["ValidityPeriod"].parse().unwrap();
+    assert!(
+        life_window(&job, before, after).contains(&validity),
+        "ValidityPeriod {validity}"
+    );
     assert!(
         f["Body"].starts_with("246810 is your otpd verification code"),
         "{}",

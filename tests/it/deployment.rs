@@ -153,13 +153,21 @@ fn the_unit_loads_only_the_credentials_every_host_has_and_drop_ins_the_rest() {
         ],
         "an SMTP-only host must start without a Twilio token file"
     );
-    for (drop_in, credential) in [
-        ("twilio.conf", "OTPD__PROVIDERS__TWILIO__AUTH_TOKEN"),
-        ("smtp.conf", "OTPD__PROVIDERS__SMTP__PASSWORD"),
-        ("admin-api.conf", "OTPD__HTTP__ADMIN_TOKEN"),
+    for (drop_in, expected) in [
+        ("twilio.conf", &["OTPD__PROVIDERS__TWILIO__AUTH_TOKEN"][..]),
+        ("smtp.conf", &["OTPD__PROVIDERS__SMTP__PASSWORD"]),
+        ("admin-api.conf", &["OTPD__HTTP__ADMIN_TOKEN"]),
+        (
+            "whatsapp.conf",
+            &[
+                "OTPD__PROVIDERS__META__ACCESS_TOKEN",
+                "OTPD__PROVIDERS__META__APP_SECRET",
+                "OTPD__PROVIDERS__META__VERIFY_TOKEN",
+            ],
+        ),
     ] {
         let text = std::fs::read_to_string(root.join("otpd.service.d").join(drop_in)).unwrap();
         assert!(text.contains("[Service]\n"), "{drop_in}");
-        assert_eq!(credentials(&text), [credential], "{drop_in}");
+        assert_eq!(credentials(&text), expected, "{drop_in}");
     }
 }

@@ -2,7 +2,7 @@
 //! API and Plivo's Message API, each against a fake on loopback that answers as the vendor
 //! does. Only the URL's host and the secrets are changed from the examples.
 
-use crate::support::{TestApp, id, job, provider_example as example};
+use crate::support::{TestApp, id, job, life_window, provider_example as example};
 use otpd::config::ProviderConfig;
 use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
@@ -53,8 +53,10 @@ async fn vonage_example_sends_the_form_and_reads_the_status_inside_the_200() {
     .await;
 
     let ok = job("sms", "+14155550123", "246810");
+    let before = chrono::Utc::now();
     app.publish(&ok).await;
     assert_eq!(app.report_for(&id(&ok)).await.handled, SENT);
+    let after = chrono::Utc::now();
     let _accepted = app.event_for(&id(&ok)).await;
     let sent = app.event_for(&id(&ok)).await;
     assert_eq!(sent["provider"], "vonage");
@@ -70,7 +72,14 @@ async fn vonage_example_sends_the_form_and_reads_the_status_inside_the_200() {
     );
 
     let requests = vonage.received_requests().await.unwrap();
-    let first = form(&requests[0].body);
+    let mut first = form(&requests[0].body);
+    // Vonage's ttl is in milliseconds: the code's remaining life.
+    let ttl: u64 = first.remove("ttl").unwrap().parse().unwrap();
+    assert_eq!(ttl % 1000, 0);
+    assert!(
+        life_window(&ok, before, after).contains(&(ttl / 1000)),
+        "ttl {ttl}"
+    );
     let expected: HashMap<String, String> = [
         ("api_key", "key123"),
         ("api_secret", "s3cret"),
@@ -119,8 +128,10 @@ async fn plivo_example_posts_json_with_basic_auth_and_reads_the_uuid() {
     .await;
 
     let j = job("sms", "+14155550123", "864209");
+    let before = chrono::Utc::now();
     app.publish(&j).await;
     assert_eq!(app.report_for(&id(&j)).await.handled, SENT);
+    let after = chrono::Utc::now();
     let _accepted = app.event_for(&id(&j)).await;
     let sent = app.event_for(&id(&j)).await;
     assert_eq!(
@@ -130,7 +141,15 @@ async fn plivo_example_posts_json_with_basic_auth_and_reads_the_uuid() {
 
     let requests = plivo.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
-    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    // Plivo's message_expiry is a JSON integer, in seconds: the code's remaining life.
+    let expiry = body
+        .as_object_mut()
+        .unwrap()
+        .remove("message_expiry")
+        .unwrap();
+    let expiry = expiry.as_u64().expect("message_expiry is a number");
+    assert!(life_window(&j, before, after).contains(&expiry), "{expiry}");
     assert_eq!(
         body,
         serde_json::json!({

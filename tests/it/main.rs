@@ -30,3 +30,4 @@ mod secrecy;
 mod smpp;
 mod status_page;
 mod store;
+mod whatsapp;

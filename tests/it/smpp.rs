@@ -3,7 +3,7 @@
 //! after the SMSC drops the session, and refuse to deliver with a wrong password.
 
 use crate::support::smsc::{FakeSmsc, PASSWORD};
-use crate::support::{PATIENCE, TestApp, id, job};
+use crate::support::{PATIENCE, TestApp, id, job, life_window};
 use otpd::config::{ProviderConfig, SmppSettings};
 use otpd::dispatch::Ending;
 use otpd::domain::DeliveryState;
@@ -43,9 +43,23 @@ async fn a_transceiver_submits_gets_its_receipt_and_reconnects_after_a_drop() {
     // The SMSC drops the session right after answering the first submit_sm.
     smsc.drop_after_submit.store(true, Ordering::SeqCst);
     let first = job("sms", "+14155550123", "246810");
+    let before = chrono::Utc::now();
     app.publish(&first).await;
     assert_eq!(app.report_for(&id(&first)).await.handled, SENT);
+    let after = chrono::Utc::now();
     let submitted = smsc.submits.recv().await.unwrap();
+    // Relative form, YYMMDDhhmmss then tenths, "00" and R: the code's remaining life.
+    let v = &submitted.validity_period;
+    assert!(
+        v.len() == 16 && v.starts_with("0000") && v.ends_with("000R"),
+        "{v}"
+    );
+    let field = |i: usize| v[i..i + 2].parse::<u64>().unwrap();
+    let validity = field(4) * 86_400 + field(6) * 3600 + field(8) * 60 + field(10);
+    assert!(
+        life_window(&first, before, after).contains(&validity),
+        "{v}"
+    );
     assert_eq!(submitted.system_id, "otpd");
     assert_eq!(submitted.source, "Acme");
     assert_eq!(submitted.destination, "14155550123");

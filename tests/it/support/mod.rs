@@ -436,6 +436,20 @@ pub fn job(channel: &str, to: &str, code: &str) -> Value {
     })
 }
 
+/// The code's remaining life, in whole seconds, as a provider may have been told it: the
+/// bounds are the job's expiry seen from `before` its publish and from `after` its report.
+pub fn life_window(
+    job: &Value,
+    before: chrono::DateTime<chrono::Utc>,
+    after: chrono::DateTime<chrono::Utc>,
+) -> std::ops::RangeInclusive<u64> {
+    let expires_at = chrono::DateTime::parse_from_rfc3339(job["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let secs = |from: chrono::DateTime<chrono::Utc>| (expires_at - from).num_seconds() as u64;
+    secs(after).saturating_sub(1)..=secs(before)
+}
+
 /// Runs an `otpd` command (not `run`) of the built binary against this test's database and
 /// returns its exit status and standard output.
 pub async fn cli(suffix: &str, args: &[&str]) -> (std::process::ExitStatus, String) {

@@ -26,6 +26,8 @@ pub struct Submitted {
     pub data_coding: u8,
     pub short_message: Vec<u8>,
     pub message_id: String,
+    /// The validity_period field as sent (SMPP's absolute or relative time format).
+    pub validity_period: String,
     /// Whether the submit asked for a final delivery receipt.
     pub receipt_requested: bool,
 }
@@ -149,6 +151,7 @@ async fn session(stream: TcpStream, shared: Shared) {
                     data_coding: u8::from(s.data_coding),
                     short_message: s.short_message().as_ref().to_vec(),
                     message_id: message_id.clone(),
+                    validity_period: s.validity_period.to_string(),
                     receipt_requested: wants,
                 });
                 let resp = SubmitSmResp::builder().message_id(c(&message_id)).build();

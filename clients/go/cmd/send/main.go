@@ -20,7 +20,7 @@ func main() {
 	url := flag.String("url", "amqp://guest:guest@127.0.0.1:5672/%2f", "the broker")
 	jobs := flag.String("jobs-exchange", "otpd.jobs", "otpd's jobs exchange")
 	events := flag.String("events-exchange", "otpd.events", "otpd's events exchange")
-	channel := flag.String("channel", "sms", "sms, voice or email")
+	channel := flag.String("channel", "sms", "sms, voice, whatsapp or email")
 	to := flag.String("to", "", "the destination")
 	code := flag.String("code", "", "the code")
 	account := flag.String("account-id", "demo-account", "the account")
