@@ -140,6 +140,54 @@ pub async fn delete_topology(channel: &Channel, s: &AmqpSettings) -> Result<(), 
     Ok(())
 }
 
+/// The delay queue of fallback steps due `after` their previous send, declared before each
+/// use; returns its name, `<jobs_queue>.fallback.<seconds>`. Nothing consumes it: a message
+/// waits out the queue's TTL and is dead-lettered to the jobs exchange, where otpd takes it as
+/// a job. One queue per delay, because RabbitMQ expires messages only at a queue's head: in a
+/// queue of one TTL, the head is always the first due, so no step waits behind a longer one.
+pub async fn declare_step_queue(
+    channel: &Channel,
+    s: &AmqpSettings,
+    after: std::time::Duration,
+) -> Result<String, lapin::Error> {
+    let secs = after.as_secs();
+    let name = format!("{}.fallback.{secs}", s.jobs_queue);
+    let mut args = queue_type_args(s.queue_type);
+    let ms = |secs: u64| AMQPValue::LongLongInt(secs.saturating_mul(1000) as i64);
+    args.insert("x-message-ttl".into(), ms(secs));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(s.jobs_exchange.as_str().into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString("fallback".into()),
+    );
+    if s.queue_type == QueueType::Quorum {
+        // A quorum queue re-publishes what expires with confirms of its own, so a step is not
+        // lost between the delay queue and the jobs exchange; that needs reject-publish.
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
+    // A delay no job uses any more leaves no queue behind: it goes a minute after its last
+    // step was scheduled (each use declares it again), when every message in it is long gone.
+    args.insert("x-expires".into(), ms(secs + 60));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(name.as_str().into(), durable, args)
+        .await?;
+    Ok(name)
+}
+
 fn queue_type_args(queue_type: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     let name = match queue_type {

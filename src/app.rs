@@ -103,10 +103,7 @@ impl App {
             &settings.database,
             settings.store.destination_hmac_key.clone(),
         )?;
-        let publisher = Arc::new(Publisher::new(
-            &settings.amqp.events_exchange,
-            &settings.amqp.dead_letter_exchange,
-        ));
+        let publisher = Arc::new(Publisher::new(&settings.amqp));
         let addr = settings.http.listen;
         let listener = TcpListener::bind(addr)
             .await

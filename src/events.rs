@@ -18,10 +18,13 @@ use std::sync::Mutex;
 #[derive(Debug, Serialize)]
 pub struct StatusEvent<'a> {
     pub version: u8,
-    /// `<challenge_id>/<state>`: the same for every copy of this event (a challenge has at most
-    /// one event per state), so consumers deduplicate on it.
+    /// `<challenge_id>/<state>`, or `<challenge_id>#<step>/<state>` for a fallback step: the
+    /// same for every copy of this event (a send has at most one event per state), so
+    /// consumers deduplicate on it.
     pub event_id: String,
     pub challenge_id: &'a str,
+    /// Which send of the challenge: 0 for the job as published, `n` for its fallback step `n`.
+    pub step: u8,
     pub account_id: Option<&'a str>,
     pub channel: Option<&'a str>,
     pub state: &'static str,
@@ -52,6 +55,7 @@ impl<'a> StatusEvent<'a> {
             version: 1,
             event_id: format!("{}/{}", challenge_id.as_str(), state.event_name()),
             challenge_id: challenge_id.as_str(),
+            step: 0,
             account_id: None,
             channel: None,
             state: state.event_name(),
@@ -71,6 +75,16 @@ impl<'a> StatusEvent<'a> {
 }
 
 impl<'a> StatusEvent<'a> {
+    /// The event of fallback step `step` (0: the first send).
+    pub fn at_step(mut self, step: u8) -> Self {
+        if step > 0 {
+            self.step = step;
+            let sep = crate::domain::fallback::STEP_SEPARATOR;
+            self.event_id = format!("{}{sep}{step}/{}", self.challenge_id, self.state);
+        }
+        self
+    }
+
     /// Adds what a challenge's outcome tells its watchers: the attempt, the provider and its
     /// message id, why it failed, and whether a call is in doubt.
     pub fn with_outcome(mut self, o: &'a Outcome<'_>) -> Self {
@@ -130,19 +144,47 @@ pub const ORIGINAL_SIZE_HEADER: &str = "x-otpd-original-size";
 /// How much of an oversize body the dead-letter copy keeps.
 pub const DEAD_LETTER_HEAD_BYTES: usize = 4096;
 
+/// On a fallback step otpd schedules: the step number, and otpd's MAC over it and the body.
+pub const STEP_HEADER: &str = "x-otpd-step";
+pub const STEP_MAC_HEADER: &str = "x-otpd-step-mac";
+
 pub struct Publisher {
     channel: Mutex<Option<Channel>>,
     events_exchange: ShortString,
     dead_letter_exchange: ShortString,
+    amqp: crate::config::AmqpSettings,
 }
 
 impl Publisher {
-    pub fn new(events_exchange: &str, dead_letter_exchange: &str) -> Publisher {
+    pub fn new(s: &crate::config::AmqpSettings) -> Publisher {
         Publisher {
             channel: Mutex::new(None),
-            events_exchange: events_exchange.into(),
-            dead_letter_exchange: dead_letter_exchange.into(),
+            events_exchange: s.events_exchange.as_str().into(),
+            dead_letter_exchange: s.dead_letter_exchange.as_str().into(),
+            amqp: s.clone(),
         }
+    }
+
+    /// Schedules fallback step `step` of the job `body`: a copy of the job, with the step and
+    /// otpd's `mac` in headers, waits `after` in a delay queue of its own length, then returns
+    /// to the jobs exchange. Confirmed before it returns, so that the job that scheduled it is
+    /// acked only once the step is safe in the broker.
+    pub async fn schedule_step(
+        &self,
+        body: &[u8],
+        step: u8,
+        mac: &str,
+        after: std::time::Duration,
+    ) -> Result<(), PublishError> {
+        let queue = crate::amqp::declare_step_queue(&self.channel()?, &self.amqp, after).await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            STEP_HEADER.into(),
+            AMQPValue::LongString(step.to_string().into()),
+        );
+        headers.insert(STEP_MAC_HEADER.into(), AMQPValue::LongString(mac.into()));
+        let props = persistent_json().with_headers(headers);
+        self.publish("".into(), queue.into(), body, props).await
     }
 
     /// Installs the channel of a new connection (already in confirm mode), or clears it.

@@ -244,10 +244,13 @@ impl Receipts {
     async fn publish(&self, row: &Receipted) -> Result<(), StoreError> {
         let state = parse_state(&row.state);
         let metadata = BTreeMap::new();
+        // A fallback step's record is keyed `<challenge_id>#<step>`; its events name both.
+        let (challenge_id, step) = crate::domain::fallback::split_key(&row.challenge_id);
         let event = StatusEvent {
             version: 1,
             event_id: format!("{}/{}", row.challenge_id, state.event_name()),
-            challenge_id: &row.challenge_id,
+            challenge_id,
+            step,
             account_id: row.account_id.as_deref(),
             channel: row.channel.as_deref(),
             state: state.event_name(),

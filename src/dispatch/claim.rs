@@ -8,7 +8,7 @@
 use super::admit::Screened;
 use super::deliver::Progress;
 use super::{Dispatcher, Ending, Halt, LEASE_SLACK};
-use crate::domain::{DeliveryState, Job};
+use crate::domain::{DeliveryState, FailReason, Job, Outcome};
 use crate::events::Pending;
 use crate::render::Message;
 use crate::store::{Admit, Claim, NewDelivery, Owner, Verdict};
@@ -21,6 +21,8 @@ use std::time::Duration;
 pub(super) struct Pass {
     pub owed: bool,
     pub first: bool,
+    /// Why a fallback step must not send (the code was verified, the challenge cancelled).
+    pub stopper: Option<FailReason>,
 }
 
 impl Dispatcher {
@@ -39,7 +41,7 @@ impl Dispatcher {
         // claim. After a lost lease the challenge is recorded, and the claim takes it over.
         // Anything but the counters deciding the job keeps them out of the claim, so that no
         // counter is taken for a job that is ended anyway.
-        let admit = match pass.first {
+        let admit = match pass.first && pass.stopper.is_none() {
             true => match self.screen(job, new.destination_hmac) {
                 Screened::Counters(admit) => Some(admit),
                 Screened::Expired | Screened::Refused(_) => None,
@@ -48,6 +50,10 @@ impl Dispatcher {
         };
         let hmac = new.destination_hmac;
         match self.claim(new, owner.token, admit).await? {
+            Claim::New(_) | Claim::TakenOver { attempt: 0, .. } if pass.stopper.is_some() => {
+                let reason = pass.stopper.unwrap_or(FailReason::Cancelled);
+                Box::pin(self.stop_step(job, owner, reason)).await
+            }
             Claim::New(verdict) => self.work_new(job, message, owner, hmac, verdict).await,
             Claim::TakenOver {
                 attempt,
@@ -114,6 +120,27 @@ impl Dispatcher {
             tracing::warn!(error = %e, "the accepted event was not confirmed");
         }
         Ok(outcome)
+    }
+
+    /// Ends a fallback step that must not send: its code was verified, or its challenge
+    /// cancelled, before it fired.
+    async fn stop_step(
+        &self,
+        job: &Job,
+        owner: Owner<'_>,
+        reason: FailReason,
+    ) -> Result<Ending, Halt> {
+        let detail = match reason {
+            FailReason::Verified => "the code was verified before this step was due",
+            _ => "the challenge was cancelled before this step was due",
+        };
+        tracing::info!(
+            step = job.step,
+            reason = reason.code(),
+            "{detail}; step not sent"
+        );
+        let f = Outcome::ended(DeliveryState::Cancelled, 0, reason, detail);
+        self.conclude(job, owner, f).await
     }
 
     /// Claims the challenge, waiting while another worker holds a live lease on it: that worker

@@ -277,8 +277,8 @@ impl Dispatcher {
             detail,
             "a provider call's outcome is unknown: in doubt"
         );
-        let id = job.challenge_id.as_str();
-        self.persist(|| self.store.record_in_doubt(id, attempt, provider, detail))
+        let key = job.key();
+        self.persist(|| self.store.record_in_doubt(&key, attempt, provider, detail))
             .await
     }
 
@@ -289,8 +289,17 @@ impl Dispatcher {
         &self,
         job: &Job,
         owner: Owner<'_>,
-        f: Outcome<'_>,
+        mut f: Outcome<'_>,
     ) -> Result<Ending, Halt> {
+        // A fallback step that never reached a provider did not fail: it was not needed, or
+        // not allowed, and says why.
+        let unsent = matches!(
+            f.state,
+            DeliveryState::Expired | DeliveryState::RateLimited | DeliveryState::Rejected
+        );
+        if job.step > 0 && f.attempt == 0 && unsent {
+            f.state = DeliveryState::Cancelled;
+        }
         if !self.persist(|| self.store.finish(owner, &f)).await? {
             // Taken over meanwhile, or this very commit went through but its answer was lost:
             // either way the claim loop finds the recorded outcome and its event.

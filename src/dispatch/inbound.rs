@@ -11,8 +11,31 @@ use crate::metrics::{ReasonLabels, SignatureLabels};
 use crate::store::Rejected;
 use std::collections::BTreeMap;
 
-/// The AMQP `type` property of a feedback message.
-pub const VERIFIED_TYPE: &str = "verified";
+/// What a message about a challenge (not a job) says, by its AMQP `type` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Feedback {
+    /// `verified`: the code was entered correctly.
+    Verified,
+    /// `cancel`: the publisher abandoned the challenge.
+    Cancel,
+}
+
+impl Feedback {
+    pub(super) fn from_type(kind: Option<&str>) -> Option<Feedback> {
+        match kind? {
+            "verified" => Some(Feedback::Verified),
+            "cancel" => Some(Feedback::Cancel),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Feedback::Verified => "verified",
+            Feedback::Cancel => "cancel",
+        }
+    }
+}
 
 /// One message as intake hands it over: the body and the properties dispatch needs.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +49,9 @@ pub struct Inbound<'a> {
     /// out finished, that earlier delivery may have committed the outcome and died before
     /// publishing the event, so the event is published again.
     pub redelivered: bool,
+    /// On a fallback step otpd scheduled: the step number and otpd's MAC over it and the body
+    /// (`crate::events::STEP_HEADER`, `STEP_MAC_HEADER`).
+    pub step: Option<(&'a str, &'a str)>,
 }
 
 impl Dispatcher {
@@ -71,9 +97,34 @@ impl Dispatcher {
         })
     }
 
-    /// Records that a challenge's code was verified. Feedback for an unknown, unsent or long
-    /// expired challenge is acknowledged and ignored; a malformed message is dead-lettered.
-    pub(super) async fn verified(&self, body: &[u8]) -> Processed {
+    /// The fallback step a message is, if it carries one: only otpd schedules steps, so the
+    /// step header must come with otpd's MAC over the step and the body. The publisher's
+    /// signature was checked when the first send was accepted, and may since have aged past
+    /// `signing.max_age_secs`.
+    pub(super) fn step_of(&self, m: &Inbound<'_>) -> Result<Option<u8>, Rejection> {
+        use subtle::ConstantTimeEq;
+        let Some((step, mac)) = m.step else {
+            return Ok(None);
+        };
+        let step = step
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=crate::domain::fallback::MAX_STEPS as u8).contains(n));
+        let expected = step.map(|n| hex::encode(self.store.step_mac(n, m.body)));
+        match (step, expected) {
+            (Some(n), Some(e)) if bool::from(e.as_bytes().ct_eq(mac.as_bytes())) => Ok(Some(n)),
+            _ => Err(Rejection::new(
+                RejectReason::BadSignature,
+                "a fallback step that otpd did not schedule",
+            )),
+        }
+    }
+
+    /// Records a `verified` or `cancel` message. Verified feedback counts for conversion and
+    /// stops the challenge's pending fallback steps; a cancel only stops them. A message for
+    /// an unknown, unsent or long expired challenge is acknowledged and ignored; a malformed
+    /// one is dead-lettered.
+    pub(super) async fn feedback(&self, kind: Feedback, body: &[u8]) -> Processed {
         let id = match crate::domain::job::parse_verified(body) {
             Ok(id) => id,
             Err(r) => {
@@ -84,17 +135,28 @@ impl Dispatcher {
             }
         };
         let late = self.verified_late;
-        let disposition = match self
-            .persist(|| self.store.record_verified(id.as_str(), late))
-            .await
-        {
+        let recorded = self
+            .persist(|| async {
+                match kind {
+                    Feedback::Verified => self.store.record_verified(id.as_str(), late).await,
+                    Feedback::Cancel => self.store.record_cancel(id.as_str()).await,
+                }
+            })
+            .await;
+        let ending = match kind {
+            Feedback::Verified => Ending::Verified,
+            Feedback::Cancel => Ending::Cancelled,
+        };
+        let disposition = match recorded {
             Ok(true) => {
-                self.metrics.verified.inc();
-                Disposition::Ack(Ending::Verified)
+                if kind == Feedback::Verified {
+                    self.metrics.verified.inc();
+                }
+                Disposition::Ack(ending)
             }
             Ok(false) => {
-                tracing::info!(challenge_id = %id, "verified feedback for a challenge never sent, or long expired; ignored");
-                Disposition::Ack(Ending::Verified)
+                tracing::info!(challenge_id = %id, kind = kind.as_str(), "feedback for a challenge never sent, or long expired; ignored");
+                Disposition::Ack(ending)
             }
             Err(Halt::Refused) => {
                 let r = Rejection::new(

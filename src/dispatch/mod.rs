@@ -15,6 +15,7 @@ mod counting;
 mod deliver;
 mod inbound;
 mod outage;
+mod steps;
 
 pub use crate::limits::signing::HEADER as SIGNATURE_HEADER;
 pub use inbound::Inbound;
@@ -59,6 +60,8 @@ pub enum Ending {
     Duplicate(DeliveryState),
     /// A `verified` feedback message was recorded.
     Verified,
+    /// A `cancel` message was recorded.
+    Cancelled,
 }
 
 /// The result of processing one message: the challenge it named (when readable) and what to
@@ -144,13 +147,29 @@ impl Dispatcher {
                 disposition: Box::pin(self.reject(r, &BTreeMap::new())).await,
             };
         }
-        if let Some(refused) = Box::pin(self.refuse_unsigned(&m)).await {
+        // A step otpd scheduled was signed by its publisher when its first send was accepted.
+        let step = match self.step_of(&m) {
+            Ok(step) => step,
+            Err(r) => {
+                return Processed {
+                    challenge_id: None,
+                    disposition: Box::pin(self.reject(r, &BTreeMap::new())).await,
+                };
+            }
+        };
+        if step.is_none()
+            && let Some(refused) = Box::pin(self.refuse_unsigned(&m)).await
+        {
             return refused;
         }
-        if m.kind == Some(inbound::VERIFIED_TYPE) {
-            return Box::pin(self.verified(m.body)).await;
+        if let Some(kind) = inbound::Feedback::from_type(m.kind) {
+            return Box::pin(self.feedback(kind, m.body)).await;
         }
-        let job = match Job::parse(m.body) {
+        let parsed = Job::parse(m.body).and_then(|job| match step {
+            Some(n) => job.at_step(n),
+            None => Ok(job),
+        });
+        let job = match parsed {
             Ok(job) => job,
             Err(rejection) => {
                 let challenge_id = rejection.challenge_id.as_ref().map(|c| c.to_string());
@@ -176,7 +195,7 @@ impl Dispatcher {
                     return Box::pin(self.reject(r, &job.metadata)).await;
                 }
             };
-            self.process_valid(&job, &message, m.redelivered).await
+            self.process_valid(&job, &message, m).await
         }
         .instrument(span)
         .await;
@@ -186,13 +205,49 @@ impl Dispatcher {
         }
     }
 
-    /// Claims the challenge and works it to an outcome.
-    /// `owed`: this message may be the one whose delivery committed the outcome without
-    /// publishing its event (see `duplicate`).
-    async fn process_valid(&self, job: &Job, message: &Message, mut owed: bool) -> Disposition {
-        let id = job.challenge_id.as_str();
+    /// Claims the challenge and works it to an outcome; then, if the job has a fallback step
+    /// after this send, schedules it before the job is acked.
+    async fn process_valid(&self, job: &Job, message: &Message, m: Inbound<'_>) -> Disposition {
+        let (disposition, owed) = self.claim_loop(job, message, m.redelivered).await;
+        match disposition {
+            Disposition::Ack(ending) => match self.schedule_next(job, ending, owed, m.body).await {
+                Ok(()) => Disposition::Ack(ending),
+                Err(Halt::Interrupted | Halt::LeaseLost) => Disposition::Abandon,
+                Err(Halt::Refused) => Disposition::Ack(ending),
+            },
+            other => other,
+        }
+    }
+
+    /// The claim, over lost leases, to an outcome. `owed`: this message may be the one whose
+    /// delivery committed the outcome without publishing its event (see `duplicate`); it is
+    /// returned, since such a message also owes the schedule of the next fallback step.
+    async fn claim_loop(
+        &self,
+        job: &Job,
+        message: &Message,
+        mut owed: bool,
+    ) -> (Disposition, bool) {
+        let key = job.key();
+        let id = key.as_ref();
         let hmac = self.store.destination_hmac(job.to.expose());
         let masked = job.to.masked();
+        let stopper = match job.step {
+            0 => None,
+            _ => match self
+                .persist(|| self.store.step_stopper(job.challenge_id.as_str()))
+                .await
+            {
+                Ok(stopper) => stopper,
+                Err(Halt::Refused) => {
+                    return (
+                        Box::pin(self.end_refused(job, Owner { id, token: 0 })).await,
+                        owed,
+                    );
+                }
+                Err(_) => return (Disposition::Abandon, owed),
+            },
+        };
         let new = NewDelivery {
             challenge_id: id,
             account_id: job.account_id.as_str(),
@@ -203,7 +258,11 @@ impl Dispatcher {
             template: &job.template,
             expires_at: job.expires_at,
             country: admit::phone(job).map(|p| p.country()),
-            prefix: admit::phone(job).map(|p| self.limits.conversion_prefix(p)),
+            // Conversion compares a range's sends with its verified codes, and feedback names
+            // the first send: a fallback step is not counted as a send of its own.
+            prefix: admit::phone(job)
+                .filter(|_| job.step == 0)
+                .map(|p| self.limits.conversion_prefix(p)),
         };
         let mut first = true;
         loop {
@@ -214,11 +273,12 @@ impl Dispatcher {
             let pass = claim::Pass {
                 owed,
                 first: std::mem::take(&mut first),
+                stopper,
             };
             match self.claim_and_work(job, message, &new, owner, pass).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "job done");
-                    return Disposition::Ack(outcome);
+                    return (Disposition::Ack(outcome), owed);
                 }
                 Err(Halt::LeaseLost) => {
                     // This task's own terminal commit may have gone through with its answer
@@ -231,9 +291,9 @@ impl Dispatcher {
                     // the lease. A call in flight keeps its mark, so it counts as in doubt.
                     let _ = self.store.release(owner).await;
                     tracing::warn!("job interrupted; left unacked for redelivery");
-                    return Disposition::Abandon;
+                    return (Disposition::Abandon, owed);
                 }
-                Err(Halt::Refused) => return Box::pin(self.end_refused(job, owner)).await,
+                Err(Halt::Refused) => return (Box::pin(self.end_refused(job, owner)).await, owed),
             }
         }
     }
@@ -252,10 +312,8 @@ impl Dispatcher {
         let state = outcome.state;
         tracing::info!(%state, "duplicate job for a finished challenge; not sent again");
         // Only an audit note: a refusal of it must not end a finished challenge's job.
-        match self
-            .persist(|| self.store.record_duplicate(job.challenge_id.as_str()))
-            .await
-        {
+        let key = job.key();
+        match self.persist(|| self.store.record_duplicate(&key)).await {
             Ok(()) | Err(Halt::Refused) => {}
             Err(halt) => return Err(halt),
         }
@@ -276,7 +334,7 @@ impl Dispatcher {
         let mut event = StatusEvent::new(&job.challenge_id, state, &job.metadata);
         event.account_id = Some(job.account_id.as_str());
         event.channel = Some(job.channel.as_str());
-        event
+        event.at_step(job.step)
     }
 
     async fn publish(&self, event: &StatusEvent<'_>) -> Result<(), Halt> {

@@ -1,5 +1,5 @@
 //! Why a well-formed job ended without reaching its destination: the `reason` of a `failed`,
-//! `expired`, `rate_limited`, `undelivered` or policy-`rejected` status event. Malformed jobs
+//! `expired`, `rate_limited`, `undelivered`, `cancelled` or policy-`rejected` status event. Malformed jobs
 //! have [`super::RejectReason`] instead. The codes are part of the event contract
 //! (docs/job-v1.md) and are written to the database and metrics as they are.
 
@@ -39,6 +39,10 @@ pub enum FailReason {
     CarrierUndelivered,
     /// The database refused to record the job (not an outage).
     InternalError,
+    /// A fallback step not sent because the code was verified.
+    Verified,
+    /// A fallback step not sent because its publisher cancelled the challenge.
+    Cancelled,
 }
 
 impl FailReason {
@@ -60,6 +64,8 @@ impl FailReason {
             FailReason::InDoubt => "in_doubt",
             FailReason::CarrierUndelivered => "carrier_undelivered",
             FailReason::InternalError => "internal_error",
+            FailReason::Verified => "verified",
+            FailReason::Cancelled => "cancelled",
         }
     }
 

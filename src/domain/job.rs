@@ -5,11 +5,15 @@
 //! every failure names its field with its own reason code, and so that the challenge_id is
 //! recovered from an otherwise invalid job (it keys the audit row and the `rejected` event).
 
+use super::fallback::{STEP_SEPARATOR, Step};
+use super::rejection::{RejectReason, Rejection};
 use super::{AccountId, ChallengeId, Channel, Destination, EmailAddress, OtpCode, PhoneNumber};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// The largest body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -17,7 +21,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1024;
 
 /// Every field of the job contract.
-pub const KNOWN_FIELDS: [&str; 11] = [
+pub const KNOWN_FIELDS: [&str; 12] = [
     "version",
     "challenge_id",
     "account_id",
@@ -29,6 +33,7 @@ pub const KNOWN_FIELDS: [&str; 11] = [
     "template",
     "client_ip",
     "metadata",
+    "fallback",
 ];
 
 /// A send-code job that passed validation.
@@ -46,88 +51,11 @@ pub struct Job {
     pub client_ip: Option<IpAddr>,
     /// Echoed in status events; never interpreted.
     pub metadata: BTreeMap<String, String>,
-}
-
-/// Why a job was refused. The string codes are part of the public contract: identity services
-/// and dashboards branch on them, so they never change once shipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    TooLarge,
-    MalformedJson,
-    NotAnObject,
-    UnknownField,
-    MissingField,
-    UnsupportedVersion,
-    InvalidChallengeId,
-    InvalidAccountId,
-    UnknownChannel,
-    InvalidDestination,
-    InvalidCode,
-    InvalidExpiresAt,
-    InvalidLocale,
-    InvalidTemplate,
-    UnknownTemplate,
-    TemplateError,
-    InvalidClientIp,
-    InvalidMetadata,
-    Unsigned,
-    BadSignature,
-    SignatureExpired,
-    InvalidFeedback,
-    /// The database refused to record the job (not an outage): otpd's fault, not the
-    /// publisher's, but the job cannot go on.
-    InternalError,
-}
-
-impl RejectReason {
-    pub const fn code(self) -> &'static str {
-        match self {
-            RejectReason::TooLarge => "too_large",
-            RejectReason::MalformedJson => "malformed_json",
-            RejectReason::NotAnObject => "not_an_object",
-            RejectReason::UnknownField => "unknown_field",
-            RejectReason::MissingField => "missing_field",
-            RejectReason::UnsupportedVersion => "unsupported_version",
-            RejectReason::InvalidChallengeId => "invalid_challenge_id",
-            RejectReason::InvalidAccountId => "invalid_account_id",
-            RejectReason::UnknownChannel => "unknown_channel",
-            RejectReason::InvalidDestination => "invalid_destination",
-            RejectReason::InvalidCode => "invalid_code",
-            RejectReason::InvalidExpiresAt => "invalid_expires_at",
-            RejectReason::InvalidLocale => "invalid_locale",
-            RejectReason::InvalidTemplate => "invalid_template",
-            RejectReason::UnknownTemplate => "unknown_template",
-            RejectReason::TemplateError => "template_error",
-            RejectReason::InvalidClientIp => "invalid_client_ip",
-            RejectReason::InvalidMetadata => "invalid_metadata",
-            RejectReason::Unsigned => "unsigned",
-            RejectReason::BadSignature => "bad_signature",
-            RejectReason::SignatureExpired => "signature_expired",
-            RejectReason::InvalidFeedback => "invalid_feedback",
-            RejectReason::InternalError => "internal_error",
-        }
-    }
-}
-
-/// A refused job: the reason, a human-readable detail (never containing the code), and the
-/// challenge_id when one could be read and was itself valid.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub reason: RejectReason,
-    pub detail: String,
-    pub challenge_id: Option<ChallengeId>,
-}
-
-impl Rejection {
-    /// The detail may quote the publisher's text (an unknown field's name, say), so it is
-    /// cleaned here, once, before it can reach a log line, the database or an event.
-    pub fn new(reason: RejectReason, detail: impl AsRef<str>) -> Rejection {
-        Rejection {
-            reason,
-            detail: super::text::clean(detail.as_ref(), super::text::MAX_DETAIL_CHARS),
-            challenge_id: None,
-        }
-    }
+    /// The channels to try next, in order, while the code is not verified (docs/workflows.md).
+    pub fallback: Vec<Step>,
+    /// Which send of the challenge this job is: 0 for the job as published, `n` for its
+    /// `fallback[n - 1]` (see [`Job::at_step`]).
+    pub step: u8,
 }
 
 impl Job {
@@ -215,6 +143,7 @@ impl Job {
                 .map_err(|_| "client_ip must be an IPv4 or IPv6 address".to_string())
         })?;
         let metadata = parse_metadata(obj.get("metadata"))?;
+        let fallback = super::fallback::parse(obj.get("fallback"), &to)?;
         Ok(Job {
             challenge_id,
             account_id,
@@ -226,7 +155,46 @@ impl Job {
             template,
             client_ip,
             metadata,
+            fallback,
+            step: 0,
         })
+    }
+}
+
+impl Job {
+    /// The job of fallback step `n` (1-based): the same challenge, code and expiry on the
+    /// step's channel and destination.
+    pub fn at_step(mut self, n: u8) -> Result<Job, Rejection> {
+        let Some(step) = (n as usize)
+            .checked_sub(1)
+            .and_then(|i| self.fallback.get(i))
+        else {
+            let mut r = Rejection::new(
+                RejectReason::InvalidFallback,
+                format!("the job has no fallback step {n}"),
+            );
+            r.challenge_id = Some(self.challenge_id.clone());
+            return Err(r);
+        };
+        self.channel = step.channel;
+        self.to = step.to.clone();
+        self.step = n;
+        Ok(self)
+    }
+
+    /// The key of this step's own record: the challenge_id for the first send, and
+    /// `<challenge_id>#<n>` for step `n`.
+    pub fn key(&self) -> Cow<'_, str> {
+        match self.step {
+            0 => Cow::Borrowed(self.challenge_id.as_str()),
+            n => Cow::Owned(format!("{}{STEP_SEPARATOR}{n}", self.challenge_id.as_str())),
+        }
+    }
+
+    /// The step after this one, and how long after this one's send it fires.
+    pub fn next_step(&self) -> Option<(u8, Duration)> {
+        let next = self.fallback.get(self.step as usize)?;
+        Some((self.step + 1, next.after))
     }
 }
 
@@ -327,7 +295,7 @@ pub fn check_size(body: &[u8]) -> Result<(), Rejection> {
     Err(Rejection::new(RejectReason::TooLarge, detail))
 }
 
-/// A `verified` feedback message (docs/job-v1.md): `{"version": 1, "challenge_id": "…"}`.
+/// A `verified` or `cancel` message (docs/job-v1.md): `{"version": 1, "challenge_id": "…"}`.
 pub fn parse_verified(body: &[u8]) -> Result<ChallengeId, Rejection> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

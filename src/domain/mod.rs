@@ -2,21 +2,24 @@
 //! daemon never sees an unvalidated phone number, address or code.
 
 mod fail;
+pub mod fallback;
 mod ids;
 pub mod job;
 mod limit;
 mod mask;
 mod outcome;
+mod rejection;
 mod secret_code;
 mod state;
 pub mod text;
 
 pub use fail::FailReason;
 pub use ids::{AccountId, ChallengeId};
-pub use job::{Job, RejectReason, Rejection, parse_locale};
+pub use job::{Job, parse_locale};
 pub use limit::{Counter, Refusal};
 pub use mask::{mask_email, mask_phone};
 pub use outcome::Outcome;
+pub use rejection::{RejectReason, Rejection};
 pub use secret_code::OtpCode;
 pub use state::DeliveryState;
 

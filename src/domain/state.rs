@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// `received → sending → sent | failed | expired | rate_limited | rejected`; a job may also go
-/// straight from `received` to `expired`, `rate_limited` or `rejected`. A provider's final
+/// straight from `received` to `expired`, `rate_limited` or `rejected`, and a fallback step to
+/// `cancelled`. A provider's final
 /// receipt moves `sent` on to `delivered` or `undelivered`, once; nothing else leaves a terminal
 /// state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +18,13 @@ pub enum DeliveryState {
     Expired,
     RateLimited,
     Rejected,
+    /// A fallback step that did not send: the code was verified, the challenge cancelled, the
+    /// code's time was up or a limit refused the step.
+    Cancelled,
 }
 
 impl DeliveryState {
-    const ALL: [DeliveryState; 9] = [
+    const ALL: [DeliveryState; 10] = [
         DeliveryState::Received,
         DeliveryState::Sending,
         DeliveryState::Sent,
@@ -30,6 +34,7 @@ impl DeliveryState {
         DeliveryState::Expired,
         DeliveryState::RateLimited,
         DeliveryState::Rejected,
+        DeliveryState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +48,7 @@ impl DeliveryState {
             DeliveryState::Expired => "expired",
             DeliveryState::RateLimited => "rate_limited",
             DeliveryState::Rejected => "rejected",
+            DeliveryState::Cancelled => "cancelled",
         }
     }
 

@@ -17,7 +17,7 @@ use crate::amqp;
 use crate::config::AmqpSettings;
 use crate::dispatch::{Dispatcher, Disposition, Ending, Inbound, SIGNATURE_HEADER};
 use crate::domain::{Channel, RejectReason};
-use crate::events::Publisher;
+use crate::events::{Publisher, STEP_HEADER, STEP_MAC_HEADER};
 use crate::metrics::{ChannelLabels, Metrics};
 use acks::Acks;
 use backon::BackoffBuilder;
@@ -237,11 +237,16 @@ impl Intake {
         self.liveness.started();
         self.observe_lag(&delivery);
         let signature = header_str(&delivery.properties, SIGNATURE_HEADER);
+        let step = header_str(&delivery.properties, STEP_HEADER);
+        let step_mac = header_str(&delivery.properties, STEP_MAC_HEADER);
         let inbound = Inbound {
             body: &delivery.data,
             signature: signature.as_deref(),
             kind: delivery.properties.kind().as_ref().map(|k| k.as_str()),
             redelivered: delivery.redelivered,
+            step: step
+                .as_deref()
+                .map(|s| (s, step_mac.as_deref().unwrap_or_default())),
         };
         let processed = self.dispatcher.process(inbound).await;
         let handled = match processed.disposition {

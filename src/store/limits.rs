@@ -1,5 +1,5 @@
-//! Conversion feedback, prefix flags and the pruning of spent limit counters (admission
-//! itself is `admission.rs`).
+//! Conversion feedback, a publisher's cancel, what stops a pending fallback step, prefix flags
+//! and the pruning of spent limit counters (admission itself is `admission.rs`).
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -35,6 +35,38 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// A publisher abandoned the challenge: its pending fallback steps will not send. Returns
+    /// false if no such challenge is recorded.
+    pub async fn record_cancel(&self, challenge_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET cancelled_at = COALESCE(cancelled_at, now()) WHERE challenge_id = $1",
+        )
+        .bind(challenge_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Whether the challenge's code was verified or the challenge cancelled: a fallback step
+    /// then does not send. Read from the first send's record, where both are written.
+    pub async fn step_stopper(
+        &self,
+        challenge_id: &str,
+    ) -> Result<Option<crate::domain::FailReason>, StoreError> {
+        let row: Option<(bool, bool)> = sqlx::query_as(
+            "SELECT verified_at IS NOT NULL, cancelled_at IS NOT NULL FROM deliveries WHERE challenge_id = $1",
+        )
+        .bind(challenge_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        use crate::domain::FailReason;
+        Ok(match row {
+            Some((true, _)) => Some(FailReason::Verified),
+            Some((_, true)) => Some(FailReason::Cancelled),
+            _ => None,
+        })
     }
 
     /// Sent and verified codes per number range, among codes sent between `window` and

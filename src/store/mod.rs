@@ -192,6 +192,17 @@ impl Store {
         mac.finalize().into_bytes().to_vec()
     }
 
+    /// otpd's MAC on a fallback step it schedules, keyed like destinations: only otpd holds
+    /// the key, so a step that verifies was scheduled by otpd for a job it had accepted.
+    pub fn step_mac(&self, step: u8, body: &[u8]) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.hmac_key.expose().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"otpd fallback step\0");
+        mac.update(&[step, 0]);
+        mac.update(body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

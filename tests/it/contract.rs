@@ -116,6 +116,7 @@ fn the_status_event_example_has_every_documented_field() {
         "version",
         "event_id",
         "challenge_id",
+        "step",
         "account_id",
         "channel",
         "state",

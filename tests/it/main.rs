@@ -17,6 +17,7 @@ mod delivery;
 mod deployment;
 mod events;
 mod failover;
+mod fallback;
 mod hostile;
 mod http_vendors;
 mod in_doubt;
