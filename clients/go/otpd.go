@@ -106,8 +106,17 @@ func (p *Publisher) Publish(ctx context.Context, j Job) error {
 
 // Verified reports that the challenge's code was entered correctly.
 func (p *Publisher) Verified(ctx context.Context, challengeID string) error {
+	return p.feedback(ctx, "verified", challengeID)
+}
+
+// Cancel abandons the challenge: its pending fallback steps are not sent.
+func (p *Publisher) Cancel(ctx context.Context, challengeID string) error {
+	return p.feedback(ctx, "cancel", challengeID)
+}
+
+func (p *Publisher) feedback(ctx context.Context, kind, challengeID string) error {
 	body, _ := json.Marshal(map[string]interface{}{"version": 1, "challenge_id": challengeID})
-	return p.send(ctx, body, "verified", challengeID, "verified")
+	return p.send(ctx, body, kind, challengeID, kind)
 }
 
 func (p *Publisher) send(ctx context.Context, body []byte, key, id, kind string) error {

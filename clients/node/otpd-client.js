@@ -88,8 +88,17 @@ class Publisher {
 
   /** Reports that the challenge's code was entered correctly. */
   verified(challengeId) {
+    return this.feedback('verified', challengeId);
+  }
+
+  /** Abandons the challenge: its pending fallback steps are not sent. */
+  cancel(challengeId) {
+    return this.feedback('cancel', challengeId);
+  }
+
+  feedback(kind, challengeId) {
     const body = Buffer.from(JSON.stringify({ version: 1, challenge_id: challengeId }));
-    return this.send(body, 'verified', challengeId, 'verified');
+    return this.send(body, kind, challengeId, kind);
   }
 
   send(body, routingKey, messageId, kind) {

@@ -113,8 +113,15 @@ class Publisher:
 
     def verified(self, challenge_id: str) -> None:
         """Reports that the challenge's code was entered correctly."""
+        self._feedback("verified", challenge_id)
+
+    def cancel(self, challenge_id: str) -> None:
+        """Abandons the challenge: its pending fallback steps are not sent."""
+        self._feedback("cancel", challenge_id)
+
+    def _feedback(self, kind: str, challenge_id: str) -> None:
         body = json.dumps({"version": 1, "challenge_id": challenge_id}).encode()
-        self._send(body, "verified", challenge_id, kind="verified")
+        self._send(body, kind, challenge_id, kind=kind)
 
     def _send(self, body: bytes, routing_key: str, message_id: str, kind: str) -> None:
         headers = {}

@@ -187,9 +187,18 @@ impl Publisher {
 
     /// Reports that the challenge's code was entered correctly.
     pub async fn verified(&self, challenge_id: &str) -> Result<(), Error> {
+        self.feedback("verified", challenge_id).await
+    }
+
+    /// Abandons the challenge: its pending fallback steps are not sent.
+    pub async fn cancel(&self, challenge_id: &str) -> Result<(), Error> {
+        self.feedback("cancel", challenge_id).await
+    }
+
+    async fn feedback(&self, kind: &str, challenge_id: &str) -> Result<(), Error> {
         let body = serde_json::json!({"version": 1, "challenge_id": challenge_id});
         let body = serde_json::to_vec(&body).expect("JSON serializes");
-        self.send(&body, "verified", challenge_id, "verified").await
+        self.send(&body, kind, challenge_id, kind).await
     }
 
     async fn send(&self, body: &[u8], key: &str, id: &str, kind: &str) -> Result<(), Error> {
