@@ -8,7 +8,8 @@
 //! exits non-zero if any invariant broke. It stops and starts the machine's broker and
 //! database, so it must not run while anything else uses them (CI runs it after the tests).
 //!
-//! Scenarios: crash, broker, pg, flaky, failover, expiry, stall (default: all, in that order).
+//! Scenarios: crash, broker, pg, flaky, failover, expiry, stall, fallback (default: all, in that
+//! order).
 
 mod audit;
 mod fake;
@@ -18,11 +19,12 @@ mod rig;
 mod scenarios;
 mod services;
 mod stall;
+mod steps;
 
 use std::time::Instant;
 
-const ALL: [&str; 7] = [
-    "crash", "broker", "pg", "flaky", "failover", "expiry", "stall",
+const ALL: [&str; 8] = [
+    "crash", "broker", "pg", "flaky", "failover", "expiry", "stall", "fallback",
 ];
 
 #[tokio::main]
@@ -56,6 +58,7 @@ async fn main() {
             "flaky" => scenarios::flaky_provider().await,
             "failover" => scenarios::failover().await,
             "stall" => stall::stalled_provider().await,
+            "fallback" => steps::fallback_across_broker_restart().await,
             _ => scenarios::expiry_during_retries().await,
         };
         let verdict = if report.failures.is_empty() {

@@ -33,6 +33,8 @@ pub struct Rig {
     amqp: Option<(Connection, Channel)>,
     child: Option<Child>,
     pub starts: u32,
+    /// Added to every job's JSON object after its own fields (e.g. `,"fallback":[…]`).
+    pub job_extra: String,
 }
 
 fn free_port() -> SocketAddr {
@@ -92,6 +94,7 @@ impl Rig {
             amqp: None,
             child: None,
             starts: 0,
+            job_extra: String::new(),
         };
         rig.connect().await;
         let ch = rig.channel();
@@ -171,7 +174,7 @@ impl Rig {
         let ch = self.channel();
         let mut pending = Vec::with_capacity(1000);
         for i in range {
-            let body = job(i, &expires_s);
+            let body = job(i, &expires_s, &self.job_extra);
             let confirm = ch
                 .basic_publish(
                     self.settings.amqp.jobs_exchange.as_str().into(),
@@ -366,10 +369,10 @@ pub async fn queue_stat(queue: &str, column: &str) -> Option<u64> {
 
 /// Job `i`: its code is its index, so the fake counts sends per challenge; destinations and
 /// accounts are distinct.
-pub fn job(i: usize, expires: &str) -> Vec<u8> {
+pub fn job(i: usize, expires: &str, extra: &str) -> Vec<u8> {
     let to = format!("+1415{:07}", 2_000_000 + i);
     format!(
-        r#"{{"version":1,"challenge_id":"f-{i}","account_id":"a-{i}","channel":"sms","to":"{to}","code":"{i:08}","expires_at":"{expires}"}}"#
+        r#"{{"version":1,"challenge_id":"f-{i}","account_id":"a-{i}","channel":"sms","to":"{to}","code":"{i:08}","expires_at":"{expires}"{extra}}}"#
     )
     .into_bytes()
 }

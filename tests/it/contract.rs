@@ -27,6 +27,7 @@ fn the_documented_examples_validate_and_parse() {
     let schema = job_schema();
     for name in [
         "sms-login",
+        "sms-fallback",
         "voice-minimal",
         "whatsapp-login",
         "email-reset",
@@ -90,6 +91,20 @@ fn the_schema_and_the_daemon_refuse_the_same_jobs() {
         (
             "metadata with a number",
             Box::new(|j| j["metadata"] = json!({"n": 1})),
+        ),
+        (
+            "fallback step too soon",
+            Box::new(|j| j["fallback"] = json!([{"channel": "voice", "after_secs": 5}])),
+        ),
+        (
+            "four fallback steps",
+            Box::new(|j| {
+                j["fallback"] = json!(vec![json!({"channel": "voice", "after_secs": 10}); 4])
+            }),
+        ),
+        (
+            "fallback step with an unknown field",
+            Box::new(|j| j["fallback"] = json!([{"channel": "voice", "after_secs": 10, "x": 1}])),
         ),
         (
             "missing code",
