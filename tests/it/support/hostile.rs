@@ -50,8 +50,12 @@ pub fn job_body() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(Mangle::LoneSurrogate),
     ];
     let id = "[A-Za-z0-9._:-]{1,24}";
-    (id, replaced, added, mangle).prop_map(|(id, replaced, added, mangle)| {
+    let steps = prop::option::of(fallback());
+    (id, replaced, added, steps, mangle).prop_map(|(id, replaced, added, steps, mangle)| {
         let mut job = valid(&id);
+        if let Some(steps) = steps {
+            job.insert("fallback".into(), steps);
+        }
         for (field, v) in replaced {
             match v {
                 Some(v) => job.insert(FIELDS[field].to_string(), v),
@@ -63,6 +67,29 @@ pub fn job_body() -> impl Strategy<Value = Vec<u8>> {
         }
         mangle.apply(serde_json::to_vec(&Value::Object(job)).unwrap())
     })
+}
+
+/// A `fallback` array of step-shaped objects (sometimes too many) whose channels, addresses
+/// and delays are real, out of range or hostile.
+fn fallback() -> impl Strategy<Value = Value> {
+    let channel = prop_oneof![
+        3 => prop::sample::select(vec!["sms", "voice", "whatsapp", "email"]).prop_map(Value::from),
+        1 => value(),
+    ];
+    let after = prop_oneof![
+        3 => (0u64..700).prop_map(Value::from),
+        1 => value(),
+    ];
+    let step = (channel, prop::option::of(text()), after).prop_map(|(channel, to, after)| {
+        let mut m = Map::new();
+        m.insert("channel".into(), channel);
+        if let Some(to) = to {
+            m.insert("to".into(), Value::String(to));
+        }
+        m.insert("after_secs".into(), after);
+        Value::Object(m)
+    });
+    prop::collection::vec(step, 0..5).prop_map(Value::Array)
 }
 
 /// A `verified` feedback body, hostile in the same ways.
