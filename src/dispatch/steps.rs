@@ -36,8 +36,14 @@ impl Dispatcher {
             tracing::warn!(error = %e, step = next, "could not schedule the fallback step; leaving the job for redelivery");
             return Err(Halt::Interrupted);
         }
+        let channel = (job.fallback.get(usize::from(next) - 1)).map_or("", |s| s.channel.as_str());
+        self.metrics
+            .fallback_scheduled
+            .get_or_create(&crate::metrics::ChannelLabels { channel })
+            .inc();
         tracing::info!(
             step = next,
+            channel,
             after_secs = after.as_secs(),
             "fallback step scheduled"
         );

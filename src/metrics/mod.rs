@@ -28,6 +28,8 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabels, Counter>,
     /// otpd_duplicates_total{channel}: jobs for an already-finished challenge, not sent again.
     pub duplicates: Family<ChannelLabels, Counter>,
+    /// otpd_fallback_scheduled_total{channel}: fallback steps scheduled, by the step's channel.
+    pub fallback_scheduled: Family<ChannelLabels, Counter>,
     /// otpd_in_doubt_total{channel}: provider calls whose outcome is unknown (a crash during
     /// the call, found on takeover, or a timeout after the request was sent).
     pub in_doubt: Family<ChannelLabels, Counter>,
@@ -131,6 +133,7 @@ impl Metrics {
         let jobs = Family::default();
         let rejected = Family::default();
         let duplicates = Family::default();
+        let fallback_scheduled = Family::default();
         let in_doubt = Family::default();
         let attempts = Family::default();
         let provider_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -159,6 +162,13 @@ impl Metrics {
             "duplicates",
             "Jobs for an already-finished challenge, not sent again",
             duplicates.clone(),
+        );
+        reg(
+            otpd,
+            &mut names,
+            "fallback_scheduled",
+            "Fallback steps scheduled to fire after their delay, by the step's channel",
+            fallback_scheduled.clone(),
         );
         reg(
             otpd,
@@ -324,6 +334,7 @@ impl Metrics {
             jobs,
             rejected,
             duplicates,
+            fallback_scheduled,
             in_doubt,
             breaker_state,
             provider_unusable,

@@ -10,12 +10,13 @@ use super::{
 use crate::domain::{DeliveryState, FailReason};
 
 /// The terminal states a job's own work ends in (receipts move them later).
-const JOB_STATES: [DeliveryState; 5] = [
+const JOB_STATES: [DeliveryState; 6] = [
     DeliveryState::Sent,
     DeliveryState::Failed,
     DeliveryState::Expired,
     DeliveryState::RateLimited,
     DeliveryState::Rejected,
+    DeliveryState::Cancelled,
 ];
 /// The provider-wide errors `otpd_provider_unusable_total` counts.
 const UNUSABLE: [FailReason; 3] = [
@@ -34,6 +35,7 @@ impl Metrics {
         }
         let labels = ChannelLabels { channel };
         self.duplicates.get_or_create(&labels).inc_by(0);
+        self.fallback_scheduled.get_or_create(&labels).inc_by(0);
         self.in_doubt.get_or_create(&labels).inc_by(0);
         self.in_doubt_resends.get_or_create(&labels).inc_by(0);
         let reason = webhook_refusal::BAD_SIGNATURE;

@@ -99,6 +99,11 @@ async fn a_step_fires_after_its_delay_on_its_own_channel_and_address() {
         );
         previous = sent;
     }
+    let metrics = app.metrics().await;
+    for channel in ["voice", "email"] {
+        let line = format!("otpd_fallback_scheduled_total{{channel=\"{channel}\"}} 1");
+        assert!(metrics.contains(&line), "{line}");
+    }
     let mail = smtp.messages.recv().await.unwrap();
     assert_eq!(mail.recipients, ["reset@example.com"]);
     assert!(mail.data.contains("482913"), "the same code");
