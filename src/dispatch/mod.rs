@@ -210,11 +210,15 @@ impl Dispatcher {
     async fn process_valid(&self, job: &Job, message: &Message, m: Inbound<'_>) -> Disposition {
         let (disposition, owed) = self.claim_loop(job, message, m.redelivered).await;
         match disposition {
-            Disposition::Ack(ending) => match self.schedule_next(job, ending, owed, m.body).await {
-                Ok(()) => Disposition::Ack(ending),
-                Err(Halt::Interrupted | Halt::LeaseLost) => Disposition::Abandon,
-                Err(Halt::Refused) => Disposition::Ack(ending),
-            },
+            // Boxed, like every rare step: most jobs have no fallback, and a job's task is
+            // sized by its largest state.
+            Disposition::Ack(ending) if job.next_step().is_some() => {
+                match Box::pin(self.schedule_next(job, ending, owed, m.body)).await {
+                    Ok(()) => Disposition::Ack(ending),
+                    Err(Halt::Interrupted | Halt::LeaseLost) => Disposition::Abandon,
+                    Err(Halt::Refused) => Disposition::Ack(ending),
+                }
+            }
             other => other,
         }
     }
@@ -234,19 +238,20 @@ impl Dispatcher {
         let masked = job.to.masked();
         let stopper = match job.step {
             0 => None,
-            _ => match self
-                .persist(|| self.store.step_stopper(job.challenge_id.as_str()))
-                .await
-            {
-                Ok(stopper) => stopper,
-                Err(Halt::Refused) => {
-                    return (
-                        Box::pin(self.end_refused(job, Owner { id, token: 0 })).await,
-                        owed,
-                    );
+            _ => {
+                match Box::pin(self.persist(|| self.store.step_stopper(job.challenge_id.as_str())))
+                    .await
+                {
+                    Ok(stopper) => stopper,
+                    Err(Halt::Refused) => {
+                        return (
+                            Box::pin(self.end_refused(job, Owner { id, token: 0 })).await,
+                            owed,
+                        );
+                    }
+                    Err(_) => return (Disposition::Abandon, owed),
                 }
-                Err(_) => return (Disposition::Abandon, owed),
-            },
+            }
         };
         let new = NewDelivery {
             challenge_id: id,
