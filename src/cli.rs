@@ -1,7 +1,9 @@
 //! The command line's shape: commands, flags and their help, with closed sets as value enums
 //! (a wrong value lists the right ones) and ages as human durations. `main.rs` runs them.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use otpd::domain::Channel;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -49,7 +51,7 @@ pub enum Command {
     /// would check it, and refused here if invalid.
     Send {
         /// The delivery channel; the routing key of the job.
-        #[arg(long, value_enum, default_value_t = Channel::Sms)]
+        #[arg(long, default_value = "sms", value_parser = channel())]
         channel: Channel,
         /// The destination: an E.164 number for sms, voice and whatsapp, an address for email.
         #[arg(long)]
@@ -92,23 +94,10 @@ pub enum Format {
     Json,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Channel {
-    Sms,
-    Voice,
-    Whatsapp,
-    Email,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Voice => "voice",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Email => "email",
-        }
-    }
+/// The contract's channels, listed by name in help and errors: one list, the domain's.
+fn channel() -> impl TypedValueParser<Value = Channel> {
+    PossibleValuesParser::new(Channel::ALL.map(Channel::as_str))
+        .map(|name| Channel::parse(&name).expect("a listed channel parses"))
 }
 
 /// An age as typed (kept for the report's heading) and as a duration.
