@@ -248,13 +248,7 @@ impl HttpProvider {
                 request.json(&object)
             }
         };
-        let response = request.send().await.map_err(|e| ProviderError::Transient {
-            status: None,
-            // The vendor may have accepted the message before the answer was lost; a connect
-            // error, though, means the request never left.
-            in_doubt: e.is_timeout() && !e.is_connect(),
-            detail: format!("request error: {}", e.without_url()),
-        })?;
+        let response = request.send().await.map_err(super::unanswered)?;
         let status = response.status().as_u16();
         let retry_after = super::twilio::retry_after(response.headers());
         let body = super::answer_body(response).await;

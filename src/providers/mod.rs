@@ -185,6 +185,26 @@ pub(crate) fn http_client(timeout_ms: u64) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// A vendor call that got no answer: transient, and in doubt when the vendor may have acted on
+/// it before the answer was lost (a timeout, except while connecting: then the request never
+/// left). Every HTTP provider's transport errors go through here. The detail leaves out the
+/// URL (a configured vendor's may hold a secret); the body, which holds the code, is never in
+/// reqwest's error text.
+pub(crate) fn unanswered(e: reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    ProviderError::Transient {
+        status: None,
+        in_doubt: e.is_timeout() && !e.is_connect(),
+        detail: format!("{kind} error: {}", e.without_url()),
+    }
+}
+
 /// The most of a vendor's answer body that is read: every real answer is a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 

@@ -88,13 +88,7 @@ impl TwilioClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| ProviderError::Transient {
-                status: None,
-                // Twilio may have created the message before the answer was lost; a connect
-                // error, though, means the request never left.
-                in_doubt: e.is_timeout() && !e.is_connect(),
-                detail: request_error(e),
-            })?;
+            .map_err(super::unanswered)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         // A body that cannot be read counts as empty: the status alone decides the outcome.
@@ -213,19 +207,6 @@ pub fn classify(
 pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// reqwest's error text can include the URL, which is safe (it holds the account SID, not the
-/// token); the request body, which holds the code, is never part of it.
-fn request_error(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
-    format!("{kind} error: {}", e.without_url())
 }
 
 fn truncate(s: &str) -> &str {

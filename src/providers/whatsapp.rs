@@ -82,13 +82,7 @@ impl WhatsappClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ProviderError::Transient {
-                status: None,
-                // Meta may have accepted the message before the answer was lost; a connect
-                // error, though, means the request never left.
-                in_doubt: e.is_timeout() && !e.is_connect(),
-                detail: format!("request error: {}", e.without_url()),
-            })?;
+            .map_err(super::unanswered)?;
         let status = response.status();
         let retry_after = super::twilio::retry_after(response.headers());
         let body = super::answer_body(response).await;
