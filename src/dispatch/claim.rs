@@ -49,11 +49,14 @@ impl Dispatcher {
             false => None,
         };
         let hmac = new.destination_hmac;
-        match self.claim(new, owner.token, admit).await? {
-            Claim::New(_) | Claim::TakenOver { attempt: 0, .. } if pass.stopper.is_some() => {
-                let reason = pass.stopper.unwrap_or(FailReason::Cancelled);
-                Box::pin(self.stop_step(job, owner, reason)).await
-            }
+        let claim = self.claim(new, owner.token, admit).await?;
+        // A step stopped before it fired ends here, unless an earlier owner already called.
+        if let (Some(reason), Claim::New(_) | Claim::TakenOver { attempt: 0, .. }) =
+            (pass.stopper, &claim)
+        {
+            return Box::pin(self.stop_step(job, owner, reason)).await;
+        }
+        match claim {
             Claim::New(verdict) => self.work_new(job, message, owner, hmac, verdict).await,
             Claim::TakenOver {
                 attempt,

@@ -243,6 +243,8 @@ impl Dispatcher {
                     .await
                 {
                     Ok(stopper) => stopper,
+                    // The step has no record yet, so no owner: nothing is aborted, and the job
+                    // is dead-lettered as `internal_error`.
                     Err(Halt::Refused) => {
                         return (
                             Box::pin(self.end_refused(job, Owner { id, token: 0 })).await,
