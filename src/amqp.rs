@@ -1,6 +1,6 @@
 //! Broker connection and topology. Every option is spelled out with its reason.
 
-use crate::config::{AmqpSettings, QueueType};
+use crate::config::{AmqpSettings, Lane, QueueType};
 use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -98,24 +98,53 @@ pub async fn declare_topology(channel: &Channel, s: &AmqpSettings) -> Result<(),
         )
         .await?;
 
+    for lane in s.lanes(0) {
+        declare_lane(channel, s, &lane).await?;
+    }
+    Ok(())
+}
+
+/// One lane's queue and its bindings. Bindings add up across declarations; the `#` that the
+/// default lane had before lanes existed is removed once it binds something narrower, or that
+/// queue would still take a copy of every other lane's jobs.
+async fn declare_lane(
+    channel: &Channel,
+    s: &AmqpSettings,
+    lane: &Lane,
+) -> Result<(), lapin::Error> {
+    // Durable, not exclusive, not auto-delete: jobs wait in it while no otpd is running.
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let queue = lane.queue.as_str();
     channel
-        .queue_declare(
-            s.jobs_queue.as_str().into(),
-            durable_queue,
-            jobs_queue_args(s),
-        )
+        .queue_declare(queue.into(), durable_queue, jobs_queue_args(s))
         .await?;
-    // `#` rather than one binding per channel: a job with an unknown routing key still reaches
-    // otpd and is rejected visibly, instead of being dropped as unroutable.
-    channel
-        .queue_bind(
-            s.jobs_queue.as_str().into(),
-            s.jobs_exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // A pattern rather than one binding per channel (`#`, `*`, `bulk.*`): a job with an
+    // unknown channel still reaches otpd and is rejected visibly, instead of being dropped as
+    // unroutable.
+    for key in &lane.routing_keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                s.jobs_exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    if queue == s.jobs_queue && !lane.routing_keys.iter().any(|k| k == "#") {
+        channel
+            .queue_unbind(
+                queue.into(),
+                s.jobs_exchange.as_str().into(),
+                "#".into(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -123,7 +152,8 @@ pub async fn declare_topology(channel: &Channel, s: &AmqpSettings) -> Result<(),
 /// that run on throwaway names; never called by the daemon.
 pub async fn delete_topology(channel: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    for queue in [&s.jobs_queue, &s.dead_letter_queue] {
+    let lanes = s.lanes(0).into_iter().map(|l| l.queue);
+    for queue in lanes.chain([s.dead_letter_queue.clone()]) {
         channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;

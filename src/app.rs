@@ -140,6 +140,7 @@ impl App {
         let audit = settings.audit.clone();
         let drain_timeout = Duration::from_millis(settings.shutdown.drain_timeout_ms);
         let amqp = settings.amqp.clone();
+        let lanes = amqp.lanes(settings.delivery.max_in_flight);
         let limits = Arc::new(Limits::new(&settings));
         let background = Arc::new(Background {
             store: store.clone(),
@@ -160,6 +161,7 @@ impl App {
         let dispatcher = Arc::new(Dispatcher::new(settings, parts));
         let (reports, _) = broadcast::channel(4096);
         let intake = Arc::new(Intake {
+            lanes,
             settings: amqp,
             dispatcher,
             publisher,

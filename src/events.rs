@@ -187,6 +187,18 @@ impl Publisher {
         self.publish("".into(), queue.into(), body, props).await
     }
 
+    /// Moves a job, as it came, to the queue of the lane its `lane` field names; confirmed
+    /// before it returns, so that the copy it came from is acked only once this one is safe.
+    pub async fn forward(
+        &self,
+        body: &[u8],
+        original: &BasicProperties,
+        queue: &str,
+    ) -> Result<(), PublishError> {
+        let props = original.clone().with_delivery_mode(2);
+        self.publish("".into(), queue.into(), body, props).await
+    }
+
     /// Installs the channel of a new connection (already in confirm mode), or clears it.
     pub fn set_channel(&self, channel: Option<Channel>) {
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;

@@ -225,3 +225,61 @@ fn secrets_are_redacted_when_printed() {
     assert!(!printed.contains("guest:guest"));
     assert!(printed.contains("[redacted]"));
 }
+
+#[test]
+fn lanes_take_their_share_and_never_overlap() {
+    let s = with("").unwrap();
+    let lanes = s.amqp.lanes(s.delivery.max_in_flight);
+    assert_eq!(lanes.len(), 1);
+    assert_eq!(
+        (lanes[0].queue.as_str(), lanes[0].max_in_flight),
+        ("otpd.jobs", 2000)
+    );
+
+    let bulk = "[amqp.lanes.bulk]\nrouting_keys = \"bulk.*\"\nprefetch = 20000\nmax_in_flight = 200\naccount_share = 0.5\n";
+    let s = with(&format!("[amqp]\nrouting_keys = \"*\"\n{bulk}")).unwrap();
+    let lanes = s.amqp.lanes(s.delivery.max_in_flight);
+    let got: Vec<_> = lanes
+        .iter()
+        .map(|l| {
+            (
+                l.name.as_str(),
+                l.queue.as_str(),
+                l.max_in_flight,
+                l.account_cap,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("interactive", "otpd.jobs", 1800, 1800),
+            ("bulk", "otpd.jobs.bulk", 200, 100)
+        ]
+    );
+
+    // The default `#` would take a copy of every bulk job too.
+    let err = with(bulk).unwrap_err().to_string();
+    assert!(
+        err.contains("amqp.lanes.bulk.routing_keys") && err.contains("`#`"),
+        "{err}"
+    );
+    let err = with(&format!(
+        "[amqp]\nrouting_keys = \"*\"\n{}",
+        bulk.replace("max_in_flight = 200", "max_in_flight = 2000")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`amqp.lanes`"), "{err}");
+    let err = with(&format!(
+        "[amqp]\nrouting_keys = \"*\"\n{}",
+        bulk.replace("0.5", "0")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("amqp.lanes.bulk.account_share"), "{err}");
+    let err = with("[amqp.lanes.Bulk]\nrouting_keys = \"x.*\"\nprefetch = 10\nmax_in_flight = 1\naccount_share = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("amqp.lanes.Bulk"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 mod error;
 mod http;
+mod lanes;
 mod limits;
 mod load;
 mod providers;
@@ -16,6 +17,7 @@ mod whatsapp;
 
 pub use error::ConfigError;
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
+pub use lanes::{Lane, LaneSettings, topics_overlap};
 pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
     RuleSettings, Scope, SigningMode, SigningSettings,
@@ -132,7 +134,16 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     pub events_exchange: String,
     pub publish_accepted: bool,
+    /// The default lane: its name, bindings, jobs worked at once (0: what the other lanes
+    /// leave of `delivery.max_in_flight`) and an account's share of them.
+    pub lane: String,
+    pub routing_keys: StringList,
     pub prefetch: u16,
+    pub max_in_flight: u32,
+    pub account_share: f64,
+    /// Lanes beside the default one (`lanes.rs`).
+    #[serde(default)]
+    pub lanes: std::collections::BTreeMap<String, LaneSettings>,
     pub delivery_limit: u32,
     pub reconnect_max_delay_ms: u64,
     pub setup_timeout_ms: u64,

@@ -7,7 +7,8 @@ use super::Settings;
 use serde_json::{Map, Value, json};
 
 /// The tables keyed by the operator's names, as dotted paths.
-const NAMED: [&str; 6] = [
+const NAMED: [&str; 7] = [
+    "amqp.lanes",
     "providers",
     "limits.rules",
     "signing.keys",

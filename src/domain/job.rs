@@ -21,7 +21,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1024;
 
 /// Every field of the job contract.
-pub const KNOWN_FIELDS: [&str; 12] = [
+pub const KNOWN_FIELDS: [&str; 13] = [
     "version",
     "challenge_id",
     "account_id",
@@ -34,6 +34,7 @@ pub const KNOWN_FIELDS: [&str; 12] = [
     "client_ip",
     "metadata",
     "fallback",
+    "lane",
 ];
 
 /// A send-code job that passed validation.
@@ -144,6 +145,9 @@ impl Job {
         })?;
         let metadata = parse_metadata(obj.get("metadata"))?;
         let fallback = super::fallback::parse(obj.get("fallback"), &to)?;
+        // Read by intake before the job is parsed, to move it to the lane it names; here only
+        // checked, so that a malformed one is refused like any other field.
+        optional_str(obj, "lane", RejectReason::InvalidLane, parse_lane)?;
         Ok(Job {
             challenge_id,
             account_id,
@@ -255,6 +259,14 @@ fn parse_template_name(s: &str) -> Result<String, String> {
         return Err("template must be 1 to 64 characters of [A-Za-z0-9_.-]".into());
     }
     Ok(s.to_string())
+}
+
+fn parse_lane(s: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-');
+    match !s.is_empty() && s.len() <= 32 && s.chars().all(allowed) {
+        true => Ok(()),
+        false => Err("lane must be 1 to 32 characters of [a-z0-9_-]".into()),
+    }
 }
 
 fn parse_metadata(value: Option<&Value>) -> Result<BTreeMap<String, String>, Rejection> {

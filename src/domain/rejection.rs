@@ -29,6 +29,7 @@ pub enum RejectReason {
     SignatureExpired,
     InvalidFeedback,
     InvalidFallback,
+    InvalidLane,
     /// The database refused to record the job (not an outage): otpd's fault, not the
     /// publisher's, but the job cannot go on.
     InternalError,
@@ -60,6 +61,7 @@ impl RejectReason {
             RejectReason::SignatureExpired => "signature_expired",
             RejectReason::InvalidFeedback => "invalid_feedback",
             RejectReason::InvalidFallback => "invalid_fallback",
+            RejectReason::InvalidLane => "invalid_lane",
             RejectReason::InternalError => "internal_error",
         }
     }

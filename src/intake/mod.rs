@@ -1,31 +1,35 @@
 //! Intake: the only part of otpd that sees AMQP deliveries and their tags.
 //!
 //! It keeps one connection alive (reconnecting with capped, jittered backoff; each session's
-//! setup is bounded by `amqp.setup_timeout_ms`, since lapin's handshake is not), consumes the
-//! jobs queue with manual acks and a bounded prefetch, runs each job through the dispatcher in
-//! its own task, and acks, dead-letters or abandons the message as the dispatcher says. Acks go
+//! setup is bounded by `amqp.setup_timeout_ms`, since lapin's handshake is not), consumes each
+//! lane's queue with manual acks and the lane's prefetch (`lanes.rs`), starts the jobs in hand
+//! as the lane's slots and its accounts' shares allow (`fair.rs`), runs each through the
+//! dispatcher in its own task, and acks, dead-letters or abandons the message as the
+//! dispatcher says (`handle.rs`). Acks go
 //! out in runs with `multiple` (`acks.rs`). Tags of a dead channel are never acked: each
 //! session has its own ack task, and an ack on a closed channel fails harmlessly while the
 //! broker redelivers the job.
 
 mod acks;
+mod fair;
+mod handle;
+mod lanes;
 mod liveness;
 
 pub use liveness::Liveness;
 
 use crate::amqp;
-use crate::config::AmqpSettings;
-use crate::dispatch::{Dispatcher, Disposition, Ending, Inbound, SIGNATURE_HEADER};
-use crate::domain::{Channel, RejectReason};
-use crate::events::{Publisher, STEP_HEADER, STEP_MAC_HEADER};
-use crate::metrics::{ChannelLabels, Metrics};
-use acks::Acks;
+use crate::config::{AmqpSettings, Lane};
+use crate::dispatch::{Dispatcher, Ending};
+use crate::domain::RejectReason;
+use crate::events::Publisher;
+use crate::metrics::{LaneLabels, Metrics};
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
+use lanes::LaneRun;
 use lapin::Connection;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicCancelOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -54,7 +58,22 @@ pub struct Intake {
     pub reports: broadcast::Sender<Report>,
     pub drain_timeout: Duration,
     pub liveness: Arc<Liveness>,
+    /// Every lane, the default first (`AmqpSettings::lanes`).
+    pub lanes: Vec<Lane>,
 }
+
+/// What a job's task needs of its session.
+#[derive(Clone)]
+struct Ctx {
+    failing: CancellationToken,
+    shutdown: CancellationToken,
+    jobs: TaskTracker,
+}
+
+/// Every lane's deliveries, tagged with the lane's index; `None` when its consumer ended.
+type Deliveries = futures_util::stream::SelectAll<
+    futures_util::stream::BoxStream<'static, (usize, Option<Result<Delivery, lapin::Error>>)>,
+>;
 
 /// How long a best-effort close of a channel or connection may take before it is abandoned.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,12 +154,12 @@ impl Intake {
         }
     }
 
-    /// Connects, declares the topology, opens the publishing and consuming channels and starts
-    /// consuming. Unbounded in itself: `session` bounds it.
+    /// Connects, declares the topology, opens the publishing channel and each lane's consuming
+    /// channel, and starts consuming. Unbounded in itself: `session` bounds it.
     async fn open(
         &self,
         tag: &str,
-    ) -> Result<(Connection, lapin::Channel, lapin::Consumer), SessionEnd> {
+    ) -> Result<(Connection, Vec<Arc<LaneRun>>, Deliveries), SessionEnd> {
         let s = &self.settings;
         let connection = amqp::connect(s).await?;
         let setup = connection.create_channel().await?;
@@ -148,21 +167,31 @@ impl Intake {
         let _ = setup.close(200, "topology declared".into()).await;
         self.publisher
             .set_channel(Some(amqp::publisher_channel(&connection).await?));
-        let channel = amqp::consumer_channel(&connection, s.prefetch).await?;
-        let consumer = channel
-            .basic_consume(
-                s.jobs_queue.as_str().into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((connection, channel, consumer))
+        let mut runs = Vec::new();
+        let mut consumers = Vec::new();
+        for lane in &self.lanes {
+            let (run, consumer) = LaneRun::open(&connection, lane.clone(), tag).await?;
+            runs.push(Arc::new(run));
+            // Each lane's stream ends with `None`, so that one consumer ended by the broker
+            // ends the session rather than silently leaving its lane unconsumed.
+            let i = consumers.len();
+            consumers.push(
+                consumer
+                    .map(move |d| (i, Some(d)))
+                    .chain(futures_util::stream::once(async move { (i, None) }))
+                    .boxed(),
+            );
+        }
+        Ok((
+            connection,
+            runs,
+            futures_util::stream::select_all(consumers),
+        ))
     }
 
     /// One connection's life. On shutdown it drains the jobs in flight and returns the
     /// connection to close (`None` if shutdown came before the session was set up); otherwise
-    /// the error that ended it. Sets `consumed` once the consumer is running.
+    /// the error that ended it. Sets `consumed` once the consumers are running.
     async fn session(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
@@ -174,134 +203,128 @@ impl Intake {
         // lapin's handshake has no timeout of its own: a broker that accepts the connection
         // and never answers (one wedged, or half up) would otherwise stop consumption for good.
         let limit = Duration::from_millis(s.setup_timeout_ms);
-        let (connection, channel, mut consumer) = tokio::select! {
+        let (connection, runs, mut deliveries) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             opened = tokio::time::timeout(limit, self.open(&tag)) => {
                 opened.map_err(|_| SessionEnd::SetupTimedOut(limit))??
             }
         };
-        let acks = Acks::start(channel.clone());
         // Ended by a job of this session that could not publish. Each session has its own: a
         // job of an old session that fails (its channel is gone) must not end the next one,
         // or a reconnect after an outage could be undone again and again by the jobs that
         // the outage itself interrupted.
-        let failing = CancellationToken::new();
-        tracing::info!(queue = %s.jobs_queue, prefetch = s.prefetch, "consuming jobs");
+        let ctx = Ctx {
+            failing: CancellationToken::new(),
+            shutdown: shutdown.clone(),
+            jobs: jobs.clone(),
+        };
+        for run in &runs {
+            let l = &run.lane;
+            tracing::info!(lane = %l.name, queue = %l.queue, prefetch = l.prefetch, max_in_flight = l.max_in_flight, "consuming jobs");
+        }
         // systemd's READY=1, sent on every (re)connection; systemd ignores repeats.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         *consumed = true;
-        loop {
+        let ended = loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    // Stop the broker pushing more jobs, and let those in flight finish while
-                    // this channel is still open: their acks go out on it. (lapin closes a
-                    // channel when its last handle is dropped, so the drain must happen here.)
-                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    self.drain(jobs).await;
-                    acks.flush_and_stop().await;
-                    bounded(channel.close(200, "otpd shutting down".into())).await;
-                    return Ok(Some(connection));
-                }
-                _ = failing.cancelled() => {
-                    bounded(connection.close(320, "otpd reconnecting".into())).await;
-                    return Err(SessionEnd::Requested);
-                }
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
+                _ = shutdown.cancelled() => break Ok(()),
+                _ = ctx.failing.cancelled() => break Err(SessionEnd::Requested),
+                next = deliveries.next() => match next {
+                    Some((i, Some(Ok(delivery)))) => {
                         // While PostgreSQL is down, start nothing: this delivery and the rest of
                         // the prefetch wait unacked. (On shutdown it is dropped unacked.)
                         if !self.dispatcher.ready_for_work().await {
                             continue;
                         }
-                        let me = Arc::clone(self);
-                        let failing = failing.clone();
-                        let shutdown = shutdown.clone();
-                        let acks = acks.clone();
-                        jobs.spawn(async move { me.handle(delivery, &acks, &failing, &shutdown).await });
+                        self.take(&runs, i, delivery, &ctx);
                     }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(SessionEnd::ConsumerEnded),
+                    Some((_, Some(Err(e)))) => break Err(e.into()),
+                    Some((_, None)) | None => break Err(SessionEnd::ConsumerEnded),
                 },
+            }
+        };
+        // Nothing more starts on this session; jobs in hand that had not started go back to
+        // the broker with the channel.
+        for run in &runs {
+            run.end();
+        }
+        if let Err(e) = ended {
+            bounded(connection.close(320, "otpd reconnecting".into())).await;
+            return Err(e);
+        }
+        // Stop the broker pushing more jobs, and let those in flight finish while the channels
+        // are still open: their acks go out on them. (lapin closes a channel when its last
+        // handle is dropped, so the drain must happen here.)
+        for run in &runs {
+            let tag = run.consumer_tag.as_str().into();
+            let _ = run
+                .channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+        }
+        self.drain(jobs).await;
+        for run in &runs {
+            run.acks.flush_and_stop().await;
+            bounded(run.channel.close(200, "otpd shutting down".into())).await;
+        }
+        Ok(Some(connection))
+    }
+
+    /// Takes a delivery of lane `i` into hand: moves it to the lane its `lane` field names, or
+    /// holds it in its own lane and starts what may start.
+    fn take(self: &Arc<Self>, runs: &[Arc<LaneRun>], i: usize, delivery: Delivery, ctx: &Ctx) {
+        let run = &runs[i];
+        let peek = match runs.len() > 1 || run.lane.max_in_flight < u32::from(run.lane.prefetch) {
+            true => lanes::peek(&delivery.data),
+            false => lanes::Peek::default(),
+        };
+        let named = peek.lane.as_deref().filter(|l| *l != run.lane.name);
+        match named.and_then(|l| runs.iter().find(|r| r.lane.name == l)) {
+            Some(to) => self.forward(run, delivery, to.lane.queue.clone(), ctx),
+            None => {
+                run.hold(&peek.account, delivery);
+                self.start_ready(run, ctx);
             }
         }
     }
 
-    async fn handle(
-        &self,
-        delivery: Delivery,
-        acks: &Acks,
-        failing: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) {
-        self.metrics.in_flight.inc();
-        self.liveness.started();
-        self.observe_lag(&delivery);
-        let signature = header_str(&delivery.properties, SIGNATURE_HEADER);
-        let step = header_str(&delivery.properties, STEP_HEADER);
-        let step_mac = header_str(&delivery.properties, STEP_MAC_HEADER);
-        let inbound = Inbound {
-            body: &delivery.data,
-            signature: signature.as_deref(),
-            kind: delivery.properties.kind().as_ref().map(|k| k.as_str()),
-            redelivered: delivery.redelivered,
-            step: step
-                .as_deref()
-                .map(|s| (s, step_mac.as_deref().unwrap_or_default())),
+    /// Starts the lane's jobs that may start now; each, when it finishes, starts the next.
+    fn start_ready(self: &Arc<Self>, run: &Arc<LaneRun>, ctx: &Ctx) {
+        while let Some((account, delivery)) = run.next() {
+            let (me, run, ctx2) = (Arc::clone(self), Arc::clone(run), ctx.clone());
+            ctx.jobs.spawn(async move {
+                me.handle(delivery, &run.acks, &ctx2.failing, &ctx2.shutdown)
+                    .await;
+                run.done(&account);
+                me.start_ready(&run, &ctx2);
+            });
+        }
+        let labels = LaneLabels {
+            lane: run.lane.name.clone(),
         };
-        let processed = self.dispatcher.process(inbound).await;
-        let handled = match processed.disposition {
-            Disposition::Ack(outcome) => {
-                acks.finished(delivery.delivery_tag);
-                Handled::Acked(outcome)
-            }
-            Disposition::DeadLetter(rejection) => {
-                // Boxed: rare, and it would otherwise enlarge every job's future.
-                let dead_letter =
-                    self.publisher
-                        .dead_letter(&delivery.data, &delivery.properties, &rejection);
-                match Box::pin(dead_letter).await {
-                    Ok(()) => {
-                        acks.finished(delivery.delivery_tag);
-                        Handled::DeadLettered(rejection.reason)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not dead-letter a rejected job; leaving it for redelivery");
-                        Handled::Abandoned
+        let waiting = run.waiting() as i64;
+        self.metrics
+            .lane_waiting
+            .get_or_create(&labels)
+            .set(waiting);
+    }
+
+    /// A job whose `lane` field names another lane goes to that lane's queue as it came, and is
+    /// acked here once the broker has the copy.
+    fn forward(self: &Arc<Self>, run: &Arc<LaneRun>, delivery: Delivery, queue: String, ctx: &Ctx) {
+        let (me, run, ctx) = (Arc::clone(self), Arc::clone(run), ctx.clone());
+        ctx.jobs.clone().spawn(async move {
+            let forwarded = me.publisher.forward(&delivery.data, &delivery.properties, &queue);
+            match forwarded.await {
+                Ok(()) => run.acks.finished(delivery.delivery_tag),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not move a job to its lane; leaving it for redelivery");
+                    if !ctx.shutdown.is_cancelled() {
+                        ctx.failing.cancel();
                     }
                 }
             }
-            Disposition::Abandon => Handled::Abandoned,
-        };
-        if handled == Handled::Abandoned && !shutdown.is_cancelled() {
-            // The broker connection is failing: rebuild it, which also returns this job. (A
-            // no-op if this job's session has already ended.)
-            failing.cancel();
-        }
-        self.metrics.in_flight.dec();
-        self.liveness.finished();
-        let _ = self.reports.send(Report {
-            challenge_id: processed.challenge_id,
-            handled,
         });
-    }
-}
-
-impl Intake {
-    /// Queue lag from the AMQP `timestamp` property (whole seconds), for jobs that carry one and
-    /// were routed by a known channel.
-    fn observe_lag(&self, delivery: &Delivery) {
-        let (Some(ts), Some(channel)) = (
-            *delivery.properties.timestamp(),
-            Channel::parse(delivery.routing_key.as_str()),
-        ) else {
-            return;
-        };
-        let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let labels = ChannelLabels {
-            channel: channel.as_str(),
-        };
-        let lag = now.saturating_sub(ts) as f64;
-        self.metrics.queue_lag.get_or_create(&labels).observe(lag);
     }
 }
 
@@ -309,14 +332,4 @@ impl Intake {
 /// peer may be gone).
 async fn bounded<T>(close: impl Future<Output = T>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-}
-
-/// A string header of the message, if present and a string.
-fn header_str(props: &lapin::BasicProperties, name: &str) -> Option<String> {
-    let headers = props.headers().as_ref()?;
-    match headers.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
 }

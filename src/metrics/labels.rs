@@ -28,6 +28,12 @@ pub struct JobLabels {
     pub state: &'static str,
 }
 
+/// Lane names come from the configuration, a closed set at run time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    pub lane: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub provider_latency: Family<ProviderLabels, Histogram>,
     /// otpd_jobs_in_flight: deliveries being processed by this instance.
     pub in_flight: Gauge,
+    /// otpd_lane_waiting{lane}: jobs in a lane's hand waiting for one of its slots.
+    pub lane_waiting: Family<LaneLabels, Gauge>,
     /// otpd_limited_total{channel,reason,rule}: jobs refused by a limit, budget, geo
     /// permission or conversion block.
     pub limited: Family<LimitLabels, Counter>,
@@ -219,6 +221,14 @@ impl Metrics {
             "Deliveries being processed by this instance",
             in_flight.clone(),
         );
+        let lane_waiting = Family::default();
+        reg(
+            otpd,
+            &mut names,
+            "lane_waiting",
+            "Jobs in a lane's hand waiting for one of its slots",
+            lane_waiting.clone(),
+        );
         let limited = Family::default();
         let spend = Family::default();
         let signature_failures = Family::default();
@@ -342,6 +352,7 @@ impl Metrics {
             attempts,
             provider_latency,
             in_flight,
+            lane_waiting,
         }
     }
 

@@ -21,6 +21,7 @@ mod fallback;
 mod hostile;
 mod http_vendors;
 mod in_doubt;
+mod lanes;
 mod layering;
 mod limits;
 mod logs;

@@ -390,7 +390,11 @@ pub(crate) async fn drop_database(suffix: &str) {
 
 /// Settings that send SMS and voice through the fake Twilio at `server`.
 pub fn twilio(server: &wiremock::MockServer) -> impl Fn(&mut Settings) + Send + Sync + 'static {
-    let base = server.uri();
+    twilio_at(server.uri())
+}
+
+/// Settings that send SMS and voice through a fake Twilio at `base`.
+pub fn twilio_at(base: String) -> impl Fn(&mut Settings) + Send + Sync + 'static {
     move |s| {
         s.channels.sms = "twilio".into();
         s.channels.voice = "twilio".into();
