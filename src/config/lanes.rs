@@ -218,11 +218,10 @@ pub fn topics_overlap(a: &str, b: &str) -> bool {
                 seen[i][j + 1] = true;
             }
             if let (Some(x), Some(y)) = (wa, wb) {
-                let word = x == "*" || y == "*" || x == "#" || y == "#" || x == y;
-                if word {
+                if x == "*" || y == "*" || x == y {
                     seen[i + 1][j + 1] = true;
                 }
-                // A `#` may go on matching words the other side matches one at a time.
+                // A `#` takes one more word of the other side and stays (then may be skipped).
                 if x == "#" {
                     seen[i][j + 1] = true;
                 }

@@ -264,19 +264,14 @@ fn lanes_take_their_share_and_never_overlap() {
         err.contains("amqp.lanes.bulk.routing_keys") && err.contains("`#`"),
         "{err}"
     );
-    let err = with(&format!(
-        "[amqp]\nrouting_keys = \"*\"\n{}",
-        bulk.replace("max_in_flight = 200", "max_in_flight = 2000")
-    ))
-    .unwrap_err()
-    .to_string();
+    // The same bulk lane beside a narrowed default lane, with one value changed.
+    let narrowed = |from: &str, to: &str| {
+        let toml = format!("[amqp]\nrouting_keys = \"*\"\n{}", bulk.replace(from, to));
+        with(&toml).unwrap_err().to_string()
+    };
+    let err = narrowed("max_in_flight = 200", "max_in_flight = 2000");
     assert!(err.contains("`amqp.lanes`"), "{err}");
-    let err = with(&format!(
-        "[amqp]\nrouting_keys = \"*\"\n{}",
-        bulk.replace("0.5", "0")
-    ))
-    .unwrap_err()
-    .to_string();
+    let err = narrowed("0.5", "0");
     assert!(err.contains("amqp.lanes.bulk.account_share"), "{err}");
     let err = with("[amqp.lanes.Bulk]\nrouting_keys = \"x.*\"\nprefetch = 10\nmax_in_flight = 1\naccount_share = 1\n")
         .unwrap_err()

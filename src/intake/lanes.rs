@@ -10,10 +10,12 @@ use super::acks::Acks;
 use super::fair::FairQueue;
 use crate::amqp;
 use crate::config::Lane;
+use crate::metrics::{LaneLabels, Metrics};
 use lapin::message::Delivery;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, Consumer};
+use prometheus_client::metrics::gauge::Gauge;
 use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +31,11 @@ pub(super) struct LaneRun {
     pub acks: Acks,
     jobs: Mutex<FairQueue<Delivery>>,
     /// Whether jobs in hand can outnumber the lane's slots; if not, every job starts as it
-    /// arrives and there is nothing to share, so its body is not read here.
-    shared: bool,
+    /// arrives and there is nothing to share.
+    pub shared: bool,
     ended: AtomicBool,
+    /// `otpd_lane_waiting` of this lane, resolved once rather than looked up per job.
+    waiting: Gauge,
 }
 
 impl LaneRun {
@@ -40,6 +44,7 @@ impl LaneRun {
         connection: &Connection,
         lane: Lane,
         tag: &str,
+        metrics: &Metrics,
     ) -> Result<(LaneRun, Consumer), lapin::Error> {
         let channel = amqp::consumer_channel(connection, lane.prefetch).await?;
         let consumer_tag = format!("{tag}-{}", lane.name);
@@ -51,7 +56,12 @@ impl LaneRun {
                 FieldTable::default(),
             )
             .await?;
+        let labels = LaneLabels {
+            lane: lane.name.clone(),
+        };
+        let waiting = metrics.lane_waiting.get_or_create(&labels).clone();
         let run = LaneRun {
+            waiting,
             jobs: Mutex::new(FairQueue::new(lane.max_in_flight, lane.account_cap)),
             shared: lane.max_in_flight < u32::from(lane.prefetch),
             acks: Acks::start(channel.clone()),
@@ -65,8 +75,9 @@ impl LaneRun {
 
     /// Takes a delivery into the lane's hand.
     pub fn hold(&self, account: &str, delivery: Delivery) {
-        let account = if self.shared { account } else { "" };
-        self.queue().push(account, delivery);
+        let mut queue = self.queue();
+        queue.push(account, delivery);
+        self.waiting.set(queue.waiting() as i64);
     }
 
     /// The next job to start, if a slot is free and the session goes on.
@@ -74,7 +85,10 @@ impl LaneRun {
         if self.ended.load(Ordering::Acquire) {
             return None;
         }
-        self.queue().next()
+        let mut queue = self.queue();
+        let next = queue.next();
+        self.waiting.set(queue.waiting() as i64);
+        next
     }
 
     /// A job that [`next`](Self::next) gave has finished.
@@ -82,15 +96,11 @@ impl LaneRun {
         self.queue().done(account);
     }
 
-    /// Jobs in hand that have not started.
-    pub fn waiting(&self) -> usize {
-        self.queue().waiting()
-    }
-
     /// The session is ending: nothing more starts, and jobs not started are let go.
     pub fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.queue().clear_waiting();
+        self.waiting.set(0);
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, FairQueue<Delivery>> {

@@ -23,7 +23,7 @@ use crate::config::{AmqpSettings, Lane};
 use crate::dispatch::{Dispatcher, Ending};
 use crate::domain::RejectReason;
 use crate::events::Publisher;
-use crate::metrics::{LaneLabels, Metrics};
+use crate::metrics::Metrics;
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lanes::LaneRun;
@@ -170,7 +170,8 @@ impl Intake {
         let mut runs = Vec::new();
         let mut consumers = Vec::new();
         for lane in &self.lanes {
-            let (run, consumer) = LaneRun::open(&connection, lane.clone(), tag).await?;
+            let (run, consumer) =
+                LaneRun::open(&connection, lane.clone(), tag, &self.metrics).await?;
             runs.push(Arc::new(run));
             // Each lane's stream ends with `None`, so that one consumer ended by the broker
             // ends the session rather than silently leaving its lane unconsumed.
@@ -274,7 +275,8 @@ impl Intake {
     /// holds it in its own lane and starts what may start.
     fn take(self: &Arc<Self>, runs: &[Arc<LaneRun>], i: usize, delivery: Delivery, ctx: &Ctx) {
         let run = &runs[i];
-        let peek = match runs.len() > 1 || run.lane.max_in_flight < u32::from(run.lane.prefetch) {
+        // The body is read early only where its account or lane can change what happens.
+        let peek = match runs.len() > 1 || run.shared {
             true => lanes::peek(&delivery.data),
             false => lanes::Peek::default(),
         };
@@ -299,14 +301,6 @@ impl Intake {
                 me.start_ready(&run, &ctx2);
             });
         }
-        let labels = LaneLabels {
-            lane: run.lane.name.clone(),
-        };
-        let waiting = run.waiting() as i64;
-        self.metrics
-            .lane_waiting
-            .get_or_create(&labels)
-            .set(waiting);
     }
 
     /// A job whose `lane` field names another lane goes to that lane's queue as it came, and is

@@ -93,14 +93,22 @@ async fn reached(fake: &Fake, range: std::ops::Range<usize>) -> u64 {
     }
 }
 
-/// Backlog jobs that reached the provider only after `at`.
-fn sent_after(fake: &Fake, at: u64) -> usize {
-    (0..BACKLOG)
+/// Waits until the jobs published after the backlog (`BACKLOG..BACKLOG + AHEAD`) all reached
+/// the provider, and asserts that most of the backlog had not by then; returns when the last
+/// of them did.
+async fn overtook_the_backlog(fake: &Fake, who: &str) -> u64 {
+    let last = reached(fake, BACKLOG..BACKLOG + AHEAD).await;
+    let behind = (0..BACKLOG)
         .filter(|i| {
             let t = fake.first_send_us[*i].load(Ordering::SeqCst);
-            t == 0 || t > at
+            t == 0 || t > last
         })
-        .count()
+        .count();
+    assert!(
+        behind >= BACKLOG / 3,
+        "{who} reached the provider while most of the backlog published before them waited; only {behind} of {BACKLOG} were still to go"
+    );
+    last
 }
 
 async fn fake(delay_ms: u64) -> (Arc<Fake>, String) {
@@ -134,12 +142,7 @@ async fn a_bulk_backlog_never_delays_an_interactive_code() {
     let logins = (BACKLOG..BACKLOG + AHEAD).map(|i| (body(i, &format!("acct-{i}"), None), "sms"));
     publish_all(&app, logins.collect()).await;
 
-    let last_login = reached(&fake, BACKLOG..BACKLOG + AHEAD).await;
-    let behind = sent_after(&fake, last_login);
-    assert!(
-        behind >= BACKLOG / 3,
-        "every interactive code reached the provider while most of the bulk backlog waited; only {behind} of {BACKLOG} were still to go"
-    );
+    let last_login = overtook_the_backlog(&fake, "the interactive codes").await;
     let moved_at = fake.first_send_us[moved].load(Ordering::SeqCst);
     assert!(
         moved_at == 0 || moved_at > last_login,
@@ -164,10 +167,5 @@ async fn a_second_account_is_not_queued_behind_the_first_ones_backlog() {
     let theirs = (BACKLOG..BACKLOG + AHEAD).map(|i| (body(i, "acct-b", None), "sms"));
     publish_all(&app, theirs.collect()).await;
 
-    let last_b = reached(&fake, BACKLOG..BACKLOG + AHEAD).await;
-    let behind = sent_after(&fake, last_b);
-    assert!(
-        behind >= BACKLOG / 3,
-        "account B's jobs were sent while most of A's backlog waited; only {behind} of {BACKLOG} were still to go"
-    );
+    overtook_the_backlog(&fake, "account B's jobs").await;
 }
