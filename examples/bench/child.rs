@@ -33,8 +33,9 @@ pub fn settings(suffix: &str) -> otpd::config::Settings {
 /// batch's burst open more HTTP/1.1 connections (~40 KB each) than the rate needs.
 const MAX_CONCURRENCY: &str = "OTPD__PROVIDERS__TWILIO__MAX_CONCURRENCY";
 
-/// Starts otpd and returns once it is consuming. Its stderr is drained in the background.
-pub async fn spawn(suffix: &str, provider: &str, delay_ms: u64) -> Child {
+/// Starts otpd and returns once it is consuming, with `extra` settings (keys without the
+/// `OTPD__` prefix) over the run's own. Its stderr is drained in the background.
+pub async fn spawn(suffix: &str, provider: &str, delay_ms: u64, extra: &[(&str, &str)]) -> Child {
     let exe = child::beside_examples();
     let names = names(suffix);
     let mut env = names.env();
@@ -55,6 +56,7 @@ pub async fn spawn(suffix: &str, provider: &str, delay_ms: u64) -> Child {
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut cmd = child::command(&exe, &env);
     cmd.stderr(std::process::Stdio::piped());
     if delay_ms > 0 && std::env::var_os(MAX_CONCURRENCY).is_none() {

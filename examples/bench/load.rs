@@ -33,9 +33,14 @@ pub fn destinations(n: usize) -> Vec<String> {
 /// Job `i`: its code is its index (the fake reads it back), and account and client IP are
 /// unique, as in a storm of distinct users.
 pub fn job(i: usize, to: &str, expires: &str) -> Vec<u8> {
+    job_from(i, to, expires, &format!("a-{i}"))
+}
+
+/// Job `i` as `job` makes it, from `account`.
+pub fn job_from(i: usize, to: &str, expires: &str, account: &str) -> Vec<u8> {
     let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
     format!(
-        r#"{{"version":1,"challenge_id":"b-{i}","account_id":"a-{i}","channel":"sms","to":"{to}","code":"{i:08}","expires_at":"{expires}","client_ip":"{ip}"}}"#
+        r#"{{"version":1,"challenge_id":"b-{i}","account_id":"{account}","channel":"sms","to":"{to}","code":"{i:08}","expires_at":"{expires}","client_ip":"{ip}"}}"#
     )
     .into_bytes()
 }

@@ -3,7 +3,11 @@
 //! ```sh
 //! cargo build --profile dist --examples --bins
 //! ./target/dist/examples/bench [JOBS] [PROVIDER_DELAY_MS] [--paced N] [--rate R]
+//! ./target/dist/examples/bench JOBS --mixed RATE
 //! ```
+//!
+//! `--mixed RATE` runs only the lane comparison of `mixed.rs` instead: JOBS bulk jobs from one
+//! account, with interactive jobs at RATE a second beside them.
 //!
 //! It starts a fake Twilio on loopback that answers at once (or after PROVIDER_DELAY_MS), then:
 //! 1. measures the ceiling: a bare lapin consumer that only acks JOBS messages (otpd's prefetch,
@@ -30,6 +34,7 @@ mod floor;
 #[path = "../../tests/kit/mod.rs"]
 mod kit;
 mod load;
+mod mixed;
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Connection, ConnectionProperties};
@@ -44,6 +49,7 @@ struct Args {
     delay_ms: u64,
     paced: usize,
     rate: u32,
+    mixed: Option<u32>,
 }
 
 fn args() -> Args {
@@ -52,6 +58,7 @@ fn args() -> Args {
         delay_ms: 0,
         paced: 10_000,
         rate: 1_000,
+        mixed: None,
     };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
@@ -60,6 +67,7 @@ fn args() -> Args {
         match arg.as_str() {
             "--paced" => a.paced = value() as usize,
             "--rate" => a.rate = value() as u32,
+            "--mixed" => a.mixed = Some(value() as u32),
             n => {
                 let n: u64 = n.parse().expect("JOBS and PROVIDER_DELAY_MS are numbers");
                 match positional {
@@ -77,6 +85,13 @@ fn args() -> Args {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let a = args();
+    if let Some(rate) = a.mixed {
+        let conn = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .unwrap();
+        mixed::run(&conn, a.jobs, rate).await;
+        return;
+    }
     let total = a.jobs + a.paced;
     let suffix = format!("{:x}", std::process::id());
     let start = Instant::now();
@@ -106,7 +121,7 @@ async fn main() {
     let timeline = Timeline::new(start, total);
     let (mut done, states) =
         load::collect_events(&conn, &settings.amqp.events_exchange, timeline.clone()).await;
-    let otpd = child::spawn(&suffix, &provider, a.delay_ms).await;
+    let otpd = child::spawn(&suffix, &provider, a.delay_ms, &[]).await;
     let pid = otpd.id().expect("otpd is running");
     let target = || Target {
         channel: &ch,
