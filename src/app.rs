@@ -6,6 +6,7 @@ use crate::background::Background;
 use crate::config::{AuditSettings, Settings};
 use crate::dispatch::{Dispatcher, DispatcherParts};
 use crate::events::Publisher;
+use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::intake::{Intake, Liveness, Report};
 use crate::limits::Limits;
@@ -73,6 +74,7 @@ pub struct App {
     intake: Arc<Intake>,
     http: (TcpListener, HttpState, HttpBounds),
     background: Arc<Background>,
+    health: Arc<Health>,
     store: Store,
     audit: AuditSettings,
     /// Receipts providers receive on their own sessions (SMPP), for `Receipts::drain`.
@@ -149,6 +151,14 @@ impl App {
             metrics: metrics.clone(),
             conversion: settings.conversion.clone(),
         });
+        let providers = Arc::new(providers);
+        let health = Arc::new(Health {
+            store: store.clone(),
+            providers: providers.clone(),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            settings: settings.delivery.health.clone(),
+        });
         let parts = DispatcherParts {
             templates,
             store: store.clone(),
@@ -174,6 +184,7 @@ impl App {
             intake,
             http: (listener, http_state, bounds),
             background,
+            health,
             store,
             audit,
             provider_receipts,
@@ -220,6 +231,9 @@ impl App {
         let background = self.background.clone();
         let token = shutdown.clone();
         tracker.spawn(async move { background.watch_conversion(token).await });
+        let health = self.health.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move { health.run(token).await });
         tracker.spawn(self.intake.clone().run(shutdown.clone()));
         shutdown.cancelled().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

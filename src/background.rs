@@ -99,7 +99,7 @@ impl Background {
             until,
             at: Utc::now(),
         };
-        if let Err(e) = self.publisher.publish_alert(&alert).await {
+        if let Err(e) = self.publisher.publish_alert(alert.event, &alert).await {
             tracing::warn!(error = %e, "could not publish the prefix_flagged alert");
         }
     }

@@ -124,6 +124,25 @@ pub struct PrefixFlagged<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// A delivery-health alert on `otpd.events` (`alert.provider_demoted`,
+/// `alert.provider_restored`): a provider moved down or back up its chains for one country.
+#[derive(Debug, Serialize)]
+pub struct ProviderMoved<'a> {
+    pub version: u8,
+    pub event: &'static str,
+    pub provider: &'a str,
+    /// ISO 3166 region of the destinations judged; empty for email.
+    pub country: &'a str,
+    /// Places below its configured place in its chains now; 0 once fully restored.
+    pub level: i32,
+    /// The score over the window that moved it.
+    pub delivered: i64,
+    pub not_delivered: i64,
+    pub delivered_ratio: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("no open channel to the broker")]
@@ -241,9 +260,14 @@ impl Publisher {
         .await
     }
 
-    pub async fn publish_alert(&self, alert: &PrefixFlagged<'_>) -> Result<(), PublishError> {
+    /// Publishes an alert under `alert.<event>`; `event` is the alert's own `event` field.
+    pub async fn publish_alert(
+        &self,
+        event: &str,
+        alert: &impl Serialize,
+    ) -> Result<(), PublishError> {
         let body = serde_json::to_vec(alert)?;
-        let routing_key = format!("alert.{}", alert.event);
+        let routing_key = format!("alert.{event}");
         self.publish(
             self.events_exchange.clone(),
             routing_key.into(),

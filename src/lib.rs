@@ -12,6 +12,7 @@
 //!                    ├──► store (PostgreSQL)
 //!                    └──► events (status events, dead letters)
 //! http (webhooks) ──► receipts ──► store, events
+//! health ──► store, providers (standings), events (alerts)
 //! ```
 //!
 //! - [`domain`]: the job contract and the newtypes it is parsed into (`PhoneNumber`,
@@ -21,6 +22,8 @@
 //!   dispatch says is committed.
 //! - [`dispatch`]: one job from bytes to a committed outcome: claim, limits, attempts, retries.
 //! - [`background`]: conversion tracking and limiter housekeeping, beside the jobs.
+//! - [`health`]: delivery-health routing: providers whose receipts say their messages do not
+//!   arrive move down their chains per country, and drift back.
 //! - [`retry`]: the pure retry policy (capped exponential backoff, full jitter, expiry).
 //! - [`limits`]: per-destination and per-account rate limits.
 //! - [`templates`]: localised minijinja templates, checked with a sample at start-up;
@@ -51,6 +54,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod intake;
 pub mod limits;

@@ -88,6 +88,7 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     validate_retry(s)?;
     validate_app(s)?;
     validate_delivery(s)?;
+    super::health::validate_health(&s.delivery.health)?;
     super::lanes::validate_lanes(s)?;
     super::validate_providers::validate_providers(s)
 }

@@ -4,6 +4,7 @@
 //! the rest of the daemon never sees a raw string where a typed value belongs.
 
 mod error;
+mod health;
 mod http;
 mod lanes;
 mod limits;
@@ -16,6 +17,7 @@ mod validate_providers;
 mod whatsapp;
 
 pub use error::ConfigError;
+pub use health::HealthSettings;
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
 pub use lanes::{Lane, LaneSettings, topics_overlap};
 pub use limits::{
@@ -233,6 +235,7 @@ pub struct DeliverySettings {
     pub resend_in_doubt: bool,
     pub breaker_failures: u32,
     pub breaker_open_ms: u64,
+    pub health: HealthSettings,
 }
 
 impl RetrySettings {

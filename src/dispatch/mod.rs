@@ -91,7 +91,7 @@ const LEASE_SLACK: Duration = Duration::from_secs(2);
 pub struct Dispatcher {
     store: Store,
     publisher: Arc<Publisher>,
-    providers: Providers,
+    providers: Arc<Providers>,
     limits: Arc<Limits>,
     signing: Verifier,
     retry: RetryPolicy,
@@ -110,7 +110,7 @@ pub struct DispatcherParts {
     pub templates: Templates,
     pub store: Store,
     pub publisher: Arc<Publisher>,
-    pub providers: Providers,
+    pub providers: Arc<Providers>,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,

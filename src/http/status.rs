@@ -4,6 +4,7 @@
 
 use super::{HttpState, unavailable};
 use crate::render::xml_escape as esc;
+use crate::store::Standing;
 use crate::views::{MinuteCount, ReportRow};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
@@ -14,15 +15,20 @@ pub(super) async fn page(State(s): State<HttpState>) -> Response {
     let now = Utc::now();
     let data = tokio::try_join!(
         s.views.report(now - Duration::hours(1)),
-        s.views.per_minute(60)
+        s.views.per_minute(60),
+        s.store.standings()
     );
     match data {
-        Ok((rows, minutes)) => Html(render(now, &rows, &minutes)).into_response(),
+        Ok((rows, minutes, standings)) => {
+            let mut html = render(now, &rows, &minutes);
+            demotions(&mut html, &standings);
+            Html(html + "</body></html>\n").into_response()
+        }
         Err(e) => unavailable(e).into_response(),
     }
 }
 
-/// The whole page.
+/// The page up to its last section, which [`demotions`] adds.
 pub fn render(now: DateTime<Utc>, rows: &[ReportRow], minutes: &[MinuteCount]) -> String {
     let mut html = String::with_capacity(8192);
     html.push_str(HEAD);
@@ -36,8 +42,40 @@ pub fn render(now: DateTime<Utc>, rows: &[ReportRow], minutes: &[MinuteCount]) -
     minute_chart(&mut html, now, minutes);
     html.push_str("<h2>By channel, provider and country</h2>");
     table(&mut html, rows);
-    html.push_str("</body></html>\n");
     html
+}
+
+/// The providers delivery-health routing has moved down, one line each.
+fn demotions(html: &mut String, standings: &[Standing]) {
+    html.push_str("<h2>Delivery-health routing</h2>");
+    let down: Vec<&Standing> = standings.iter().filter(|s| s.level > 0).collect();
+    if down.is_empty() {
+        html.push_str("<p id=demotions class=ok>Every provider is in its configured place.</p>");
+        return;
+    }
+    html.push_str("<ul id=demotions>");
+    for s in down {
+        let country = if s.country.is_empty() {
+            "–"
+        } else {
+            &s.country
+        };
+        let p95 = s
+            .p95_ms
+            .map_or("–".into(), |p| format!("{:.1} s", p / 1000.0));
+        let _ = write!(
+            html,
+            "<li class=bad>{} moved {} place(s) down for {} since {} UTC: {} of {} delivered, p95 to delivered {}</li>",
+            esc(&s.provider),
+            s.level,
+            esc(country),
+            s.changed_at.format("%Y-%m-%d %H:%M:%S"),
+            s.delivered,
+            s.delivered + s.not_delivered,
+            esc(&p95)
+        );
+    }
+    html.push_str("</ul>");
 }
 
 const HEAD: &str = "<!doctype html><html lang=en><head><meta charset=utf-8>\

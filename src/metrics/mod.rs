@@ -48,6 +48,9 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// otpd_lane_waiting{lane}: jobs in a lane's hand waiting for one of its slots.
     pub lane_waiting: Family<LaneLabels, Gauge>,
+    /// otpd_provider_demotion{provider,country}: places a provider has been moved down its
+    /// chains for a country by delivery-health routing; 0: in its configured place.
+    pub provider_demotion: Family<SegmentLabels, Gauge>,
     /// otpd_limited_total{channel,reason,rule}: jobs refused by a limit, budget, geo
     /// permission or conversion block.
     pub limited: Family<LimitLabels, Counter>,
@@ -229,6 +232,14 @@ impl Metrics {
             "Jobs in a lane's hand waiting for one of its slots",
             lane_waiting.clone(),
         );
+        let provider_demotion = Family::default();
+        reg(
+            otpd,
+            &mut names,
+            "provider_demotion",
+            "Places a provider has been moved down its chains for a country by delivery health",
+            provider_demotion.clone(),
+        );
         let limited = Family::default();
         let spend = Family::default();
         let signature_failures = Family::default();
@@ -353,6 +364,7 @@ impl Metrics {
             provider_latency,
             in_flight,
             lane_waiting,
+            provider_demotion,
         }
     }
 

@@ -7,29 +7,18 @@
 //! and the throttle learn from every result here, so the dispatcher only decides what the
 //! result means for its job.
 
-use super::breaker::{Admit, Breaker, BreakerState};
-use super::throttle::{self, Throttle};
-use super::{BuildError, Provider, ProviderError, Sent};
-use crate::config::{Chain, RouteKey, Settings};
+use super::breaker::{Admit, BreakerState};
+use super::build::{Built, Slot, lock};
+use super::standing::{Country, Standings};
+use super::throttle;
+use super::{BuildError, ProviderError, Sent};
+use crate::config::{RouteKey, Settings};
 use crate::domain::{Channel, Destination};
 use crate::metrics::{Metrics, ProviderNameLabels, ProviderReasonLabels};
 use crate::render::Message;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-
-/// One configured provider instance.
-struct Slot {
-    name: String,
-    provider: Provider,
-    breaker: Mutex<Breaker>,
-    throttle: Arc<Throttle>,
-    /// `max_per_second`, in process: the vendor's cap is per sender, not per otpd cluster,
-    /// but one instance per sender is the common case and 429s still slow any excess.
-    pacer: Option<DefaultDirectRateLimiter>,
-}
 
 /// Which provider the next attempt goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +43,13 @@ pub struct Attempted {
     pub latency: Duration,
 }
 
-/// The failover chain a job's attempts use, chosen once per job by [`Providers::route`]
-/// from its channel and destination.
+/// The failover chain a job's attempts use, chosen by [`Providers::route`] from its channel and
+/// destination, and the destination's country, whose delivery-health standings order it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route(usize);
+pub struct Route {
+    chain: usize,
+    country: Country,
+}
 
 pub struct Providers {
     slots: Vec<Slot>,
@@ -69,6 +61,7 @@ pub struct Providers {
     routes: [Vec<(RouteKey, usize)>; Channel::ALL.len()],
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    standings: Standings,
 }
 
 fn channel_index(channel: Channel) -> usize {
@@ -136,6 +129,7 @@ impl Providers {
             routes,
             in_flight: Arc::new(Semaphore::new(s.delivery.max_in_flight as usize)),
             metrics,
+            standings: Standings::default(),
         })
     }
 
@@ -144,13 +138,41 @@ impl Providers {
     pub fn route(&self, channel: Channel, to: &Destination) -> Route {
         let i = channel_index(channel);
         let Destination::Phone(phone) = to else {
-            return Route(self.defaults[i]);
+            return Route {
+                chain: self.defaults[i],
+                country: Country::default(),
+            };
         };
         let matched = self.routes[i].iter().find(|(key, _)| match key {
             RouteKey::Prefix(p) => phone.as_e164().starts_with(p.as_str()),
             RouteKey::Country(c) => phone.country() == c,
         });
-        Route(matched.map_or(self.defaults[i], |(_, chain)| *chain))
+        Route {
+            chain: matched.map_or(self.defaults[i], |(_, chain)| *chain),
+            country: Country::new(phone.country()),
+        }
+    }
+
+    /// The providers whose delivery health is judged: those whose receipts reach otpd.
+    pub fn judged(&self) -> Vec<String> {
+        let heard = self.slots.iter().filter(|s| s.hears_receipts);
+        heard.map(|s| s.name.clone()).collect()
+    }
+
+    /// The most places a provider can usefully be moved down: its longest chain's length − 1.
+    pub fn max_demotion(&self) -> u8 {
+        let longest = self.chains.iter().map(Vec::len).max().unwrap_or(1);
+        u8::try_from(longest.saturating_sub(1)).unwrap_or(u8::MAX)
+    }
+
+    /// Replaces the delivery-health standings: `(provider, country, level)`; unknown providers
+    /// (another instance's configuration) are passed over.
+    pub fn set_standings<'a>(&self, levels: impl IntoIterator<Item = (&'a str, &'a str, u8)>) {
+        let known = levels.into_iter().filter_map(|(name, country, level)| {
+            let slot = self.slots.iter().position(|s| s.name == name)?;
+            Some((slot, Country::new(country), level))
+        });
+        self.standings.set(known);
     }
 
     /// Whether a job on `channel` to `to` has a provider other than `index` to fail over to.
@@ -160,7 +182,7 @@ impl Providers {
 
     /// Whether the route's chain has a provider other than `index` to fail over to.
     pub fn has_alternative(&self, route: Route, index: usize) -> bool {
-        self.chains[route.0].iter().any(|&i| i != index)
+        self.chains[route.chain].iter().any(|&i| i != index)
     }
 
     pub fn name(&self, index: usize) -> &str {
@@ -168,10 +190,12 @@ impl Providers {
     }
 
     /// Chooses the provider for the next attempt of a job on `route`: the first in chain
-    /// order whose breaker admits a call, passing over `avoid` (the provider that failed this
-    /// job's previous attempt) while another is admitted.
+    /// order (after delivery-health standings) whose breaker admits a call, passing over
+    /// `avoid` (the provider that failed this job's previous attempt) while another is admitted.
     pub fn pick(&self, route: Route, avoid: Option<usize>) -> Pick {
-        let chain = &self.chains[route.0];
+        let chain = self
+            .standings
+            .order(&self.chains[route.chain], route.country);
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let preferred = chain.iter().filter(|&&i| Some(i) != avoid);
@@ -304,59 +328,6 @@ impl Providers {
             })
             .set(state.gauge());
     }
-}
-
-/// The provider instances and chains as they are built: each named instance once, however many
-/// chains name it (its breaker and throttle are shared by all of them).
-struct Built<'a> {
-    slots: Vec<Slot>,
-    chains: Vec<Vec<usize>>,
-    settings: &'a Settings,
-    receipts: mpsc::UnboundedSender<super::Heard>,
-}
-
-impl Built<'_> {
-    /// Builds the chain's missing instances and returns the chain's index.
-    fn chain(&mut self, names: &Chain) -> Result<usize, BuildError> {
-        let mut chain = Vec::with_capacity(names.0.len());
-        for name in &names.0 {
-            let index = match self.slots.iter().position(|slot| &slot.name == name) {
-                Some(i) => i,
-                None => {
-                    self.slots.push(self.slot(name)?);
-                    self.slots.len() - 1
-                }
-            };
-            chain.push(index);
-        }
-        self.chains.push(chain);
-        Ok(self.chains.len() - 1)
-    }
-
-    fn slot(&self, name: &str) -> Result<Slot, BuildError> {
-        let s = self.settings;
-        let config = s
-            .providers
-            .0
-            .get(name)
-            .ok_or_else(|| BuildError::Unknown(name.to_string()))?;
-        Ok(Slot {
-            name: name.to_string(),
-            provider: Provider::build(name, config, s.http.twilio_callback_url(), &self.receipts)?,
-            breaker: Mutex::new(Breaker::new(
-                s.delivery.breaker_failures,
-                Duration::from_millis(s.delivery.breaker_open_ms),
-            )),
-            throttle: Throttle::new(config.max_concurrency()),
-            pacer: NonZeroU32::new(config.max_per_second())
-                .map(|n| RateLimiter::direct(Quota::per_second(n))),
-        })
-    }
-}
-
-fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
-    // Breaker updates are single assignments; a panic elsewhere cannot leave it half-updated.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

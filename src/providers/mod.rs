@@ -7,11 +7,13 @@
 //! is needed. Adding a provider is one variant and one match arm in `send`.
 
 pub mod breaker;
+mod build;
 mod chain;
 pub mod http;
 mod log;
 pub mod smpp;
 mod smtp;
+mod standing;
 pub mod throttle;
 pub mod twilio;
 pub mod twilio_receipt;
@@ -23,6 +25,7 @@ pub use http::HttpProvider;
 pub use log::LogProvider;
 pub use smpp::SmppProvider;
 pub use smtp::SmtpProvider;
+pub use standing::Country;
 pub use twilio::TwilioClient;
 pub use whatsapp::WhatsappClient;
 

@@ -8,6 +8,7 @@
 mod admission;
 mod batch;
 mod deliveries;
+mod health;
 mod limits;
 mod open;
 mod receipts;
@@ -15,6 +16,7 @@ mod types;
 mod writes;
 
 pub use admission::Admission;
+pub use health::{Score, Standing};
 pub use limits::Conversion;
 pub use receipts::{ReceiptOutcome, Receipted};
 pub use types::{Admit, Claim, Decide, NewDelivery, Owner, Rejected, Verdict};

@@ -18,6 +18,7 @@ mod deployment;
 mod events;
 mod failover;
 mod fallback;
+mod health;
 mod hostile;
 mod http_vendors;
 mod in_doubt;

@@ -68,7 +68,7 @@ async fn claim(store: &Store, id: &str, decide: Decide) -> Claim {
     store.claim(&new, lease, 7, Some(admit)).await.unwrap()
 }
 
-async fn scratch_store() -> (ScratchDb, Store) {
+pub(crate) async fn scratch_store() -> (ScratchDb, Store) {
     let db = ScratchDb::create().await;
     sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
     let store = Store::connect(
