@@ -6,11 +6,11 @@
 //! applies receipts that arrived before their delivery was recorded and republishes events the
 //! broker did not confirm, since a provider does not send a callback twice.
 
-use crate::config::{ProviderConfig, Secret, Settings};
+use crate::config::{HttpReceiptSettings, ProviderConfig, Secret, Settings};
 use crate::domain::{Channel, DeliveryState, FailReason};
 use crate::events::{Publisher, StatusEvent};
 use crate::metrics::{Metrics, ReceiptLabels};
-use crate::providers::{Heard, Receipt, twilio_receipt, whatsapp_receipt};
+use crate::providers::{Heard, Receipt, http_receipt, twilio_receipt, whatsapp_receipt};
 use crate::store::{ReceiptOutcome, Receipted, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub enum ReceiptError {
     /// The signature is missing or wrong, or no Twilio account or public URL is configured.
     #[error("the callback's signature does not verify")]
     Forbidden,
+    /// No `http` provider of that name describes receipts.
+    #[error("no provider takes receipts here")]
+    Unknown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -36,6 +39,17 @@ pub struct Receipts {
     twilio_accounts: Vec<(String, String, Secret)>,
     /// Each configured WhatsApp Cloud instance.
     whatsapp_numbers: Vec<WhatsappNumber>,
+    /// Each `http` provider that describes its receipts.
+    http_vendors: Vec<HttpVendor>,
+}
+
+/// What `/webhooks/http/<name>` needs of one `http` provider.
+struct HttpVendor {
+    name: String,
+    /// The URL the vendor posts to, which an HMAC may cover.
+    url: String,
+    receipts: HttpReceiptSettings,
+    secrets: BTreeMap<String, Secret>,
 }
 
 /// What the WhatsApp webhook needs of one `whatsapp_cloud` instance.
@@ -75,6 +89,17 @@ impl Receipts {
                 _ => None,
             })
             .collect();
+        let http_vendors = (settings.providers.0.iter())
+            .filter_map(|(name, p)| match p {
+                ProviderConfig::Http(h) => Some(HttpVendor {
+                    name: name.clone(),
+                    url: settings.http.http_receipt_url(name),
+                    receipts: *h.receipts.clone()?,
+                    secrets: h.secrets.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
         Receipts {
             store,
             publisher,
@@ -82,7 +107,36 @@ impl Receipts {
             twilio_url: settings.http.twilio_callback_url(),
             twilio_accounts,
             whatsapp_numbers,
+            http_vendors,
         }
+    }
+
+    /// A receipt posted to `/webhooks/http/<provider>`, authenticated and read as that
+    /// provider's `receipts` section says; it applies only to that provider's messages.
+    pub async fn http(
+        &self,
+        provider: &str,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), ReceiptError> {
+        let vendor = (self.http_vendors.iter())
+            .find(|v| v.name == provider)
+            .ok_or(ReceiptError::Unknown)?;
+        let posted = http_receipt::Posted {
+            url: &vendor.url,
+            headers,
+            body,
+            now: chrono::Utc::now().timestamp(),
+        };
+        let secret = |name: &str| vendor.secrets.get(name).map(Secret::expose);
+        if !http_receipt::verify(&vendor.receipts, secret, &posted) {
+            return Err(ReceiptError::Forbidden);
+        }
+        if let Some(receipt) = http_receipt::read(&vendor.receipts, body) {
+            self.apply(std::slice::from_ref(&vendor.name), &receipt)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Meta's webhook verification: the `hub.challenge` to echo, when `hub.verify_token` is a

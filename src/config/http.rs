@@ -49,6 +49,8 @@ pub struct HttpProviderSettings {
     pub timeout_ms: u64,
     pub max_concurrency: u32,
     pub max_per_second: u32,
+    /// How the vendor's delivery receipts are authenticated and read; none: no receipts.
+    pub receipts: Option<Box<super::HttpReceiptSettings>>,
 }
 
 impl Default for HttpProviderSettings {
@@ -70,6 +72,7 @@ impl Default for HttpProviderSettings {
             timeout_ms: 10_000,
             max_concurrency: 32,
             max_per_second: 0,
+            receipts: None,
         }
     }
 }

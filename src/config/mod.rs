@@ -6,6 +6,7 @@
 mod error;
 mod health;
 mod http;
+mod http_receipt;
 mod lanes;
 mod limits;
 mod load;
@@ -19,6 +20,7 @@ mod whatsapp;
 pub use error::ConfigError;
 pub use health::HealthSettings;
 pub use http::{BodyFormat, HttpProviderSettings, ResponseRule, RuleOutcome};
+pub use http_receipt::{HmacAlgorithm, HttpReceiptSettings, ReceiptAuth, SignatureEncoding};
 pub use lanes::{Lane, LaneSettings, topics_overlap};
 pub use limits::{
     BudgetSettings, ConversionMode, ConversionSettings, CountryRules, GeoSettings, LimitSettings,
@@ -191,6 +193,15 @@ impl HttpSettings {
     pub fn twilio_callback_url(&self) -> Option<String> {
         let base = self.public_url.trim_end_matches('/');
         (!base.is_empty()).then(|| format!("{base}/webhooks/twilio"))
+    }
+
+    /// Where the `http` provider `name`'s vendor posts receipts; empty without `public_url`.
+    pub fn http_receipt_url(&self, name: &str) -> String {
+        let base = self.public_url.trim_end_matches('/');
+        match base.is_empty() {
+            true => String::new(),
+            false => format!("{base}/webhooks/http/{name}"),
+        }
     }
 }
 

@@ -94,6 +94,9 @@ fn validate_http_provider(
             "must list at least one status",
         ));
     }
+    if let Some(r) = &h.receipts {
+        super::http_receipt::validate_receipts(name, r, h.secrets.keys())?;
+    }
     // The request templates are compiled, and rendered with a sample, by `app::compile`.
     Ok(())
 }

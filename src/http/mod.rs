@@ -50,6 +50,7 @@ pub fn router(state: HttpState, request_timeout: Duration, max_body: usize) -> R
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/webhooks/twilio", post(webhooks::twilio))
+        .route("/webhooks/http/{provider}", post(webhooks::http_vendor))
         .route(
             "/webhooks/whatsapp",
             get(webhooks::whatsapp_verify).post(webhooks::whatsapp),

@@ -6,9 +6,10 @@ use super::HttpState;
 use crate::metrics::ReasonLabels;
 use crate::receipts::ReceiptError;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
 
 pub(super) async fn twilio(
     State(s): State<HttpState>,
@@ -18,6 +19,20 @@ pub(super) async fn twilio(
     let signature = header(&headers, "x-twilio-signature");
     let result = s.receipts.twilio(signature, &body).await;
     answer(&s, "Twilio", result, StatusCode::NO_CONTENT)
+}
+
+/// A receipt of an `http` provider that describes its receipts; 404 for any other name.
+pub(super) async fn http_vendor(
+    State(s): State<HttpState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let headers: BTreeMap<String, String> = (headers.iter())
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let result = s.receipts.http(&provider, &headers, &body).await;
+    answer(&s, &provider, result, StatusCode::NO_CONTENT)
 }
 
 /// Meta's subscription handshake: the challenge echoed for our verify token, 403 otherwise.
@@ -69,6 +84,7 @@ fn answer(
             tracing::warn!(vendor, "refused a callback whose signature does not verify");
             StatusCode::FORBIDDEN
         }
+        Err(ReceiptError::Unknown) => StatusCode::NOT_FOUND,
         Err(ReceiptError::Store(e)) => {
             // A vendor that does not retry loses the receipt; the delivery stays `sent`, which
             // is the honest state.

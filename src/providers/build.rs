@@ -60,10 +60,14 @@ impl Built<'_> {
             .get(name)
             .ok_or_else(|| BuildError::Unknown(name.to_string()))?;
         let callback = s.http.twilio_callback_url();
+        let urls = super::CallbackUrls {
+            twilio: callback.clone(),
+            http: s.http.http_receipt_url(name),
+        };
         Ok(Slot {
             name: name.to_string(),
             hears_receipts: hears_receipts(config, callback.is_some()),
-            provider: Provider::build(name, config, callback, &self.receipts)?,
+            provider: Provider::build(name, config, urls, &self.receipts)?,
             breaker: Mutex::new(Breaker::new(
                 s.delivery.breaker_failures,
                 Duration::from_millis(s.delivery.breaker_open_ms),

@@ -5,7 +5,8 @@
 //!
 //! Every URL, header and body field is a minijinja template over the message (`to`,
 //! `to_digits`, `text`, `encoding`, `segments`), the code's remaining life in whole seconds
-//! (`ttl_secs`, for the vendor's validity parameter) and the instance's `secrets`, in strict mode,
+//! (`ttl_secs`, for the vendor's validity parameter), where the vendor should post receipts
+//! (`receipt_url`, empty without `http.public_url`) and the instance's `secrets`, in strict mode,
 //! compiled and rendered with a sample when the config loads. The rendered request holds the
 //! code, so it is never logged; errors name the template (`body.text`), never a value.
 
@@ -38,6 +39,7 @@ pub struct RequestTemplates {
     /// Fields a JSON body carries as numbers.
     numbers: Vec<String>,
     secrets: BTreeMap<String, String>,
+    receipt_url: String,
 }
 
 /// What the templates see.
@@ -49,6 +51,7 @@ struct Vars<'a> {
     encoding: &'static str,
     segments: u32,
     ttl_secs: u64,
+    receipt_url: &'a str,
     secrets: &'a BTreeMap<String, String>,
 }
 
@@ -62,7 +65,11 @@ struct Rendered {
 impl RequestTemplates {
     /// Compiles the templates and renders them once with a sample message, so that a typo
     /// fails at config load naming `providers.<name>.<template>`.
-    pub fn compile(name: &str, s: &HttpProviderSettings) -> Result<RequestTemplates, BuildError> {
+    pub fn compile(
+        name: &str,
+        s: &HttpProviderSettings,
+        receipt_url: String,
+    ) -> Result<RequestTemplates, BuildError> {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             BuildError::Http(format!("providers.{name}.{what}: {e}"))
         };
@@ -103,6 +110,7 @@ impl RequestTemplates {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expose().to_string()))
                 .collect(),
+            receipt_url,
         };
         let sample = request.vars("+14155550123", "1234567890 is your code", 1, Encoding::Gsm7);
         let sample = Vars {
@@ -142,6 +150,7 @@ impl RequestTemplates {
             },
             segments,
             ttl_secs: 0,
+            receipt_url: &self.receipt_url,
             secrets: &self.secrets,
         }
     }
@@ -186,16 +195,25 @@ impl RequestTemplates {
         for h in &self.headers {
             out.headers.push((h.clone(), one(&format!("headers.{h}"))?));
         }
+        // A field that renders empty is left out, so that an optional parameter (a receipt
+        // URL before `http.public_url` is set) is absent rather than blank, which vendors refuse.
         for f in &self.fields {
-            out.fields.push((f.clone(), one(&format!("body.{f}"))?));
+            let value = one(&format!("body.{f}"))?;
+            if !value.is_empty() {
+                out.fields.push((f.clone(), value));
+            }
         }
         Ok(out)
     }
 }
 
 impl HttpProvider {
-    pub fn new(name: &str, s: &HttpProviderSettings) -> Result<HttpProvider, BuildError> {
-        let request = RequestTemplates::compile(name, s)?;
+    pub fn new(
+        name: &str,
+        s: &HttpProviderSettings,
+        receipt_url: String,
+    ) -> Result<HttpProvider, BuildError> {
+        let request = RequestTemplates::compile(name, s, receipt_url)?;
         let http = super::http_client(s.timeout_ms)
             .map_err(|e| BuildError::Http(format!("providers.{name}: {e}")))?;
         Ok(HttpProvider {

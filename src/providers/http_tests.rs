@@ -91,7 +91,7 @@ fn templates_render_the_message_and_secrets() {
     let mut h = example("plivo.toml", "plivo");
     h.secrets.insert("auth_id".into(), "MA123".into());
     h.secrets.insert("auth_token".into(), "tok".into());
-    let p = RequestTemplates::compile("plivo", &h).unwrap();
+    let p = RequestTemplates::compile("plivo", &h, String::new()).unwrap();
     let vars = Vars {
         ttl_secs: 240,
         ..p.vars("+14155550123", "Код 4071", 1, Encoding::Ucs2)
@@ -124,7 +124,7 @@ fn templates_render_the_message_and_secrets() {
         assert_eq!(fields["message_expiry"], expected, "plivo's range");
     }
     let v = example("vonage.toml", "vonage");
-    let p = RequestTemplates::compile("vonage", &v).unwrap();
+    let p = RequestTemplates::compile("vonage", &v, String::new()).unwrap();
     for (encoding, expected) in [(Encoding::Ucs2, "unicode"), (Encoding::Gsm7, "text")] {
         let vars = Vars {
             ttl_secs: 90,
@@ -147,7 +147,7 @@ fn templates_render_the_message_and_secrets() {
 fn a_broken_template_or_method_names_its_key() {
     let mut h = example("vonage.toml", "vonage");
     h.body.insert("text".into(), "{{ txt }}".into());
-    let err = RequestTemplates::compile("vonage", &h)
+    let err = RequestTemplates::compile("vonage", &h, String::new())
         .err()
         .unwrap()
         .to_string();
@@ -157,13 +157,13 @@ fn a_broken_template_or_method_names_its_key() {
     );
     let mut h = example("vonage.toml", "vonage");
     h.method = "DELETE".into();
-    let err = RequestTemplates::compile("vonage", &h)
+    let err = RequestTemplates::compile("vonage", &h, String::new())
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("providers.vonage.method"), "{err}");
     let compile_err = |h: &HttpProviderSettings| {
-        RequestTemplates::compile("plivo", h)
+        RequestTemplates::compile("plivo", h, String::new())
             .err()
             .unwrap()
             .to_string()

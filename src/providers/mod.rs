@@ -10,6 +10,7 @@ pub mod breaker;
 mod build;
 mod chain;
 pub mod http;
+pub mod http_receipt;
 mod log;
 pub mod smpp;
 mod smtp;
@@ -153,21 +154,30 @@ pub enum BuildError {
     Unknown(String),
 }
 
+/// Where vendors should post delivery receipts: Twilio's `StatusCallback` (none without
+/// `http.public_url`), and this instance's `/webhooks/http/<name>` (empty without it), which an
+/// `http` provider's templates read as `receipt_url`.
+pub(crate) struct CallbackUrls {
+    pub twilio: Option<String>,
+    pub http: String,
+}
+
 impl Provider {
-    /// `status_callback`: where Twilio should post delivery receipts, if anywhere.
     pub(crate) fn build(
         name: &str,
         config: &ProviderConfig,
-        status_callback: Option<String>,
+        urls: CallbackUrls,
         receipts: &tokio::sync::mpsc::UnboundedSender<Heard>,
     ) -> Result<Provider, BuildError> {
         Ok(match config {
             ProviderConfig::Log(_) => Provider::Log(LogProvider),
             ProviderConfig::Twilio(t) => {
-                Provider::Twilio(Box::new(TwilioClient::new(t, status_callback)?))
+                Provider::Twilio(Box::new(TwilioClient::new(t, urls.twilio)?))
             }
             ProviderConfig::Smtp(m) => Provider::Smtp(SmtpProvider::new(m)?),
-            ProviderConfig::Http(h) => Provider::Http(Box::new(HttpProvider::new(name, h)?)),
+            ProviderConfig::Http(h) => {
+                Provider::Http(Box::new(HttpProvider::new(name, h, urls.http)?))
+            }
             ProviderConfig::Smpp(p) => {
                 Provider::Smpp(Box::new(SmppProvider::new(name, p, receipts.clone())?))
             }

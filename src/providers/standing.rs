@@ -81,7 +81,8 @@ pub fn hears_receipts(config: &ProviderConfig, twilio_callback: bool) -> bool {
         ProviderConfig::Twilio(_) => twilio_callback,
         ProviderConfig::Smpp(p) => p.bind == SmppBind::Transceiver && p.registered_delivery,
         ProviderConfig::WhatsappCloud(_) => true,
-        ProviderConfig::Log(_) | ProviderConfig::Smtp(_) | ProviderConfig::Http(_) => false,
+        ProviderConfig::Http(h) => h.receipts.is_some(),
+        ProviderConfig::Log(_) | ProviderConfig::Smtp(_) => false,
     }
 }
 

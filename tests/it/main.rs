@@ -20,6 +20,7 @@ mod failover;
 mod fallback;
 mod health;
 mod hostile;
+mod http_receipts;
 mod http_vendors;
 mod in_doubt;
 mod lanes;
