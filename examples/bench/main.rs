@@ -4,10 +4,12 @@
 //! cargo build --profile dist --examples --bins
 //! ./target/dist/examples/bench [JOBS] [PROVIDER_DELAY_MS] [--paced N] [--rate R]
 //! ./target/dist/examples/bench JOBS --mixed RATE
+//! ./target/dist/examples/bench JOBS --health
 //! ```
 //!
 //! `--mixed RATE` runs only the lane comparison of `mixed.rs` instead: JOBS bulk jobs from one
-//! account, with interactive jobs at RATE a second beside them.
+//! account, with interactive jobs at RATE a second beside them. `--health` times only the
+//! delivery-health check over JOBS messages in its window (`health.rs`).
 //!
 //! It starts a fake Twilio on loopback that answers at once (or after PROVIDER_DELAY_MS), then:
 //! 1. measures the ceiling: a bare lapin consumer that only acks JOBS messages (otpd's prefetch,
@@ -31,6 +33,7 @@ mod ceiling;
 mod child;
 mod fake;
 mod floor;
+mod health;
 #[path = "../../tests/kit/mod.rs"]
 mod kit;
 mod load;
@@ -50,6 +53,7 @@ struct Args {
     paced: usize,
     rate: u32,
     mixed: Option<u32>,
+    health: bool,
 }
 
 fn args() -> Args {
@@ -59,6 +63,7 @@ fn args() -> Args {
         paced: 10_000,
         rate: 1_000,
         mixed: None,
+        health: false,
     };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
@@ -68,6 +73,7 @@ fn args() -> Args {
             "--paced" => a.paced = value() as usize,
             "--rate" => a.rate = value() as u32,
             "--mixed" => a.mixed = Some(value() as u32),
+            "--health" => a.health = true,
             n => {
                 let n: u64 = n.parse().expect("JOBS and PROVIDER_DELAY_MS are numbers");
                 match positional {
@@ -85,6 +91,10 @@ fn args() -> Args {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let a = args();
+    if a.health {
+        health::run(a.jobs).await;
+        return;
+    }
     if let Some(rate) = a.mixed {
         let conn = Connection::connect(AMQP, ConnectionProperties::default())
             .await
