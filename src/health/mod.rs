@@ -3,8 +3,9 @@
 //! it late, moves down its chains for that country, and drifts back a step at a time once its
 //! score recovers (docs/operations.md, "Delivery health").
 //!
-//! Every instance runs the check: it scores the judged providers from the deliveries in the
-//! store, moves their standings there (a compare-and-set, so one instance moves each), and
+//! Every instance runs the check: the first to find the last scoring an interval old scores
+//! the judged providers from the deliveries in the store and moves their standings there (a
+//! compare-and-set, so that of instances judging at once one moves each); every instance then
 //! loads every standing into its own routing. Whichever instance moved a standing announces
 //! it, so each move is announced once.
 
@@ -56,9 +57,10 @@ impl Health {
     /// this instance made, so that whoever acts on an alert finds routing already changed.
     pub async fn check(&self) -> Result<(), StoreError> {
         let judged = self.providers.judged();
-        let moved = match judged.is_empty() {
-            true => Vec::new(),
-            false => self.judge_all(&judged).await?,
+        let every = self.settings.check_interval();
+        let moved = match !judged.is_empty() && self.store.take_health_check(every).await? {
+            true => self.judge_all(&judged).await?,
+            false => Vec::new(),
         };
         let standings = self.store.standings().await?;
         self.providers.set_standings(standings.iter().map(|s| {

@@ -71,6 +71,21 @@ impl Store {
         Ok((now, scores))
     }
 
+    /// Whether this instance scores now: true for the first caller once the last scoring is
+    /// at least `every` old (with a tenth of slack, so that timers drifting apart keep one
+    /// scorer an interval).
+    pub async fn take_health_check(&self, every: Duration) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO provider_health_checks AS c (id, checked_at) VALUES (1, now())
+             ON CONFLICT (id) DO UPDATE SET checked_at = now()
+              WHERE c.checked_at <= now() - make_interval(secs => $1 / 1000)",
+        )
+        .bind(millis(every) * 0.9)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Every provider's standing in every country where it has one.
     pub async fn standings(&self) -> Result<Vec<Standing>, StoreError> {
         Ok(sqlx::query_as(

@@ -219,7 +219,8 @@ async fn receipts_that_never_come_count_as_not_delivered() {
 }
 
 /// Instances judge alike and concurrently: of several moving one standing from what they read,
-/// one moves it, so each move is announced once and routing agrees everywhere.
+/// one moves it, so each move is announced once and routing agrees everywhere; and of several
+/// checking at once, one scores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_instances_moving_one_standing_at_once_exactly_one_moves_it() {
     let (_db, store) = crate::store::scratch_store().await;
@@ -248,4 +249,20 @@ async fn of_instances_moving_one_standing_at_once_exactly_one_moves_it() {
         "a stale standing moves nothing"
     );
     assert_eq!(store.standings().await.unwrap()[0].level, 0);
+
+    // One instance scores per interval; the others only reload the standings.
+    let minute = std::time::Duration::from_secs(60);
+    let takes = futures_util::future::join_all((0..4).map(|_| store.take_health_check(minute)));
+    let scorers = takes
+        .await
+        .into_iter()
+        .filter(|t| *t.as_ref().unwrap())
+        .count();
+    assert_eq!(scorers, 1);
+    assert!(
+        store
+            .take_health_check(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    );
 }
