@@ -1,13 +1,16 @@
 //! The mixed run (`--mixed`): a bulk flood from one account beside interactive jobs from many,
 //! to measure what lanes buy a person waiting for a login code.
 //!
-//! Three runs, each on an otpd of its own with limits off (one account sends the whole flood):
+//! Five runs, each on an otpd of its own with limits off (one account sends the whole flood):
 //! 1. bulk only: JOBS jobs on routing key `bulk.sms`, flat out, in a `bulk` lane;
 //! 2. mixed with lanes: the same flood, and beside it interactive jobs on `sms` at RATE a
 //!    second from distinct accounts, for as long as the bulk-only run took;
-//! 3. mixed on one queue: the same again with no lanes, so both wait in one queue.
+//! 3. mixed on one queue: the same again with no lanes, so both wait in one queue;
+//! 4. fair share: JOBS/2 jobs from one account in the bulk lane, then 50 from a second
+//!    account, with the lane's `account_share` 0.5 and again with 1 (round-robin alone).
 //!
-//! It prints the bulk throughput of each and the interactive publish → provider latency.
+//! It prints the bulk throughput of each, the interactive publish → provider latency, and the
+//! second account's.
 
 use crate::load::{self, Target, Timeline};
 use crate::{child, fake};
@@ -52,14 +55,24 @@ enum Kind {
     BulkOnly,
     Lanes,
     OneQueue,
+    /// One lane: the flood from one account, then a few jobs from a second account.
+    Fair,
+    /// The same with `account_share = 1`: round-robin across accounts alone, with no slots
+    /// kept back from the flood.
+    Unfair,
 }
 
 /// What one run measured.
 struct Outcome {
     bulk_rate: f64,
     bulk_secs: f64,
-    interactive: Vec<u64>,
+    /// Publish → provider request of the flood's jobs, and of the others.
+    flood: Vec<u64>,
+    others: Vec<u64>,
 }
+
+/// Jobs a second account sends after the flood in the fairness runs.
+const SECOND_ACCOUNT_JOBS: usize = 50;
 
 pub async fn run(conn: &Connection, bulk: usize, rate: u32) {
     let only = one(conn, Kind::BulkOnly, bulk, 0, rate).await;
@@ -67,6 +80,8 @@ pub async fn run(conn: &Connection, bulk: usize, rate: u32) {
     let n = ((only.bulk_secs * f64::from(rate)) as usize).max(20);
     let lanes = one(conn, Kind::Lanes, bulk, n, rate).await;
     let shared = one(conn, Kind::OneQueue, bulk, n, rate).await;
+    let fair = one(conn, Kind::Fair, bulk / 2, SECOND_ACCOUNT_JOBS, rate).await;
+    let unfair = one(conn, Kind::Unfair, bulk / 2, SECOND_ACCOUNT_JOBS, rate).await;
     println!(
         "\nmixed run: {bulk} bulk SMS jobs from one account flat out, {n} interactive ones from distinct accounts at {rate}/s beside them; bulk lane max_in_flight {}; provider answers at once, limits off",
         bulk_in_flight()
@@ -79,33 +94,51 @@ pub async fn run(conn: &Connection, bulk: usize, rate: u32) {
     );
     println!(
         "| interactive publish → provider request p50 / p99 / max | | {} | {} |",
-        load::fmt_pcts(&lanes.interactive),
-        load::fmt_pcts(&shared.interactive)
+        load::fmt_pcts(&lanes.others),
+        load::fmt_pcts(&shared.others)
     );
+    println!(
+        "\nfair share in the bulk lane: {} jobs from account A, then {SECOND_ACCOUNT_JOBS} from account B",
+        bulk / 2
+    );
+    println!(
+        "| publish → provider request p50 / p99 / max | account_share 0.5 | account_share 1 (round-robin alone) |"
+    );
+    println!("|---|---|---|");
+    let row = |who: &str, f: &[u64], u: &[u64]| {
+        println!("| {who} | {} | {} |", load::fmt_pcts(f), load::fmt_pcts(u));
+    };
+    row("account A, the backlog", &fair.flood, &unfair.flood);
+    row("account B", &fair.others, &unfair.others);
 }
 
-async fn one(conn: &Connection, kind: Kind, bulk: usize, interactive: usize, rate: u32) -> Outcome {
+/// The settings (beyond the run's names) an otpd of `kind` runs with, as the bench sees them
+/// and as the child's environment.
+fn lanes_of(kind: Kind, settings: &mut Settings) -> Vec<(&'static str, String)> {
+    let mut extra: Vec<(&str, String)> =
+        BULK_LANE.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    extra.push((BULK_IN_FLIGHT, bulk_in_flight()));
+    match kind {
+        Kind::OneQueue => extra.truncate(1),
+        Kind::Unfair => extra.push(("AMQP__LANES__BULK__ACCOUNT_SHARE", "1".into())),
+        _ => {}
+    }
+    if kind != Kind::OneQueue {
+        with_bulk_lane(settings);
+    }
+    extra
+}
+
+async fn one(conn: &Connection, kind: Kind, bulk: usize, others: usize, rate: u32) -> Outcome {
     let suffix = format!("{:x}m{}", std::process::id(), kind as u8);
-    let total = bulk + interactive;
+    let total = bulk + others;
     let start = Instant::now();
     let fake = fake::new(start, Duration::ZERO, total);
     let provider = fake::serve(fake.clone()).await;
-    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let to = load::destinations(total);
-    let body = |i: usize| match i < bulk {
-        true => load::job_from(i, &to[i], &expires, "bulk-account"),
-        false => load::job(i, &to[i], &expires),
-    };
-
     let mut settings = child::settings(&suffix);
-    let in_flight = bulk_in_flight();
-    let mut extra = BULK_LANE.to_vec();
-    extra.push((BULK_IN_FLIGHT, &in_flight));
-    match kind {
-        Kind::OneQueue => extra.truncate(1),
-        _ => with_bulk_lane(&mut settings),
-    }
-    let (bulk_ch, interactive_ch) = (channel(conn).await, channel(conn).await);
+    let extra = lanes_of(kind, &mut settings);
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (bulk_ch, other_ch) = (channel(conn).await, channel(conn).await);
     otpd::amqp::declare_topology(&bulk_ch, &settings.amqp)
         .await
         .unwrap();
@@ -113,24 +146,16 @@ async fn one(conn: &Connection, kind: Kind, bulk: usize, interactive: usize, rat
     let (mut done, _) =
         load::collect_events(conn, &settings.amqp.events_exchange, timeline.clone()).await;
     let otpd = child::spawn(&suffix, &provider, 0, &extra).await;
-    let target = |channel, routing_key| Target {
-        channel,
-        exchange: &settings.amqp.jobs_exchange,
-        routing_key,
-    };
-    let flood = load::publish(
-        target(&bulk_ch, "bulk.sms"),
-        (0..bulk).map(|i| (i, body(i))),
-        None,
+    let channels = (&bulk_ch, &other_ch);
+    publish(
+        kind,
+        channels,
+        &settings.amqp.jobs_exchange,
+        (bulk, total),
+        rate,
         &timeline,
-    );
-    let steady = load::publish(
-        target(&interactive_ch, "sms"),
-        (bulk..total).map(|i| (i, body(i))),
-        Some(rate),
-        &timeline,
-    );
-    tokio::join!(flood, steady);
+    )
+    .await;
     load::wait_done(&mut done, total).await;
     child::stop(otpd).await;
     let _ = otpd::amqp::delete_topology(&bulk_ch, &settings.amqp).await;
@@ -143,7 +168,44 @@ async fn one(conn: &Connection, kind: Kind, bulk: usize, interactive: usize, rat
     Outcome {
         bulk_rate: bulk as f64 / bulk_secs,
         bulk_secs,
-        interactive: load::latencies(&timeline, bulk..total, arrived),
+        flood: load::latencies(&timeline, 0..bulk, arrived),
+        others: load::latencies(&timeline, bulk..total, arrived),
+    }
+}
+
+/// The flood (jobs `0..bulk`, one account, `bulk.sms`, flat out) and the others: interactive
+/// jobs from distinct accounts on `sms` at `rate` beside it, or, in the fairness runs, a second
+/// account's jobs on `bulk.sms` right after it.
+async fn publish(
+    kind: Kind,
+    (bulk_ch, other_ch): (&Channel, &Channel),
+    exchange: &str,
+    (bulk, total): (usize, usize),
+    rate: u32,
+    timeline: &Timeline,
+) {
+    let to = load::destinations(total);
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let fairness = matches!(kind, Kind::Fair | Kind::Unfair);
+    let body = |i: usize| match (i < bulk, fairness) {
+        (true, _) => load::job_from(i, &to[i], &expires, "bulk-account"),
+        (false, true) => load::job_from(i, &to[i], &expires, "second-account"),
+        (false, false) => load::job(i, &to[i], &expires),
+    };
+    let target = |channel, routing_key| Target {
+        channel,
+        exchange,
+        routing_key,
+    };
+    let flood = (0..bulk).map(|i| (i, body(i)));
+    let flood = load::publish(target(bulk_ch, "bulk.sms"), flood, None, timeline);
+    let others = (bulk..total).map(|i| (i, body(i)));
+    if fairness {
+        flood.await;
+        load::publish(target(other_ch, "bulk.sms"), others, None, timeline).await;
+    } else {
+        let steady = load::publish(target(other_ch, "sms"), others, Some(rate), timeline);
+        tokio::join!(flood, steady);
     }
 }
 
