@@ -11,7 +11,7 @@
 
 mod judge;
 
-pub use judge::{Move, is_bad, judge};
+use judge::{Move, judge};
 
 use crate::config::HealthSettings;
 use crate::events::{ProviderMoved, Publisher};
@@ -58,11 +58,14 @@ impl Health {
     pub async fn check(&self) -> Result<(), StoreError> {
         let judged = self.providers.judged();
         let every = self.settings.check_interval();
+        let mut standings = self.store.standings().await?;
         let moved = match !judged.is_empty() && self.store.take_health_check(every).await? {
-            true => self.judge_all(&judged).await?,
+            true => self.judge_all(&judged, &standings).await?,
             false => Vec::new(),
         };
-        let standings = self.store.standings().await?;
+        if !moved.is_empty() {
+            standings = self.store.standings().await?;
+        }
         self.providers.set_standings(standings.iter().map(|s| {
             let level = u8::try_from(s.level).unwrap_or(u8::MAX);
             (s.provider.as_str(), s.country.as_str(), level)
@@ -83,30 +86,30 @@ impl Health {
     }
 
     /// Moves the standings the scores call for; returns the moves this instance made.
-    async fn judge_all(&self, judged: &[String]) -> Result<Vec<(Score, i32, i32)>, StoreError> {
+    async fn judge_all(
+        &self,
+        judged: &[String],
+        standings: &[Standing],
+    ) -> Result<Vec<(Score, i32, i32)>, StoreError> {
         let h = &self.settings;
         let (now, scores) = self
             .store
             .health_scores(judged, h.window(), h.receipt_timeout())
             .await?;
-        let standings = self.store.standings().await?;
-        let mut keys: BTreeMap<Key, (Option<Score>, Option<Standing>)> = BTreeMap::new();
+        let mut keys: BTreeMap<Key, (Option<Score>, Option<&Standing>)> = BTreeMap::new();
         for s in scores {
             let key = (s.provider.clone(), s.country.clone());
             keys.entry(key).or_default().0 = Some(s);
         }
-        for s in standings
-            .into_iter()
-            .filter(|s| judged.contains(&s.provider))
-        {
+        for s in standings.iter().filter(|s| judged.contains(&s.provider)) {
             let key = (s.provider.clone(), s.country.clone());
             keys.entry(key).or_default().1 = Some(s);
         }
         let max_level = i32::from(self.providers.max_demotion());
         let mut moved = Vec::new();
         for ((provider, country), (score, standing)) in keys {
-            let level = standing.as_ref().map_or(0, |s| s.level);
-            let to = match judge(score.as_ref(), standing.as_ref(), now, h, max_level) {
+            let level = standing.map_or(0, |s| s.level);
+            let to = match judge(score.as_ref(), standing, now, h, max_level) {
                 Move::Down => level + 1,
                 Move::Up => level - 1,
                 Move::Stay => continue,
@@ -118,11 +121,7 @@ impl Health {
                 not_delivered: 0,
                 p95_ms: None,
             });
-            if self
-                .store
-                .move_standing(standing.as_ref(), to, &score)
-                .await?
-            {
+            if self.store.move_standing(standing, to, &score).await? {
                 moved.push((score, level, to));
             }
         }

@@ -20,16 +20,19 @@ pub(super) async fn page(State(s): State<HttpState>) -> Response {
     );
     match data {
         Ok((rows, minutes, standings)) => {
-            let mut html = render(now, &rows, &minutes);
-            demotions(&mut html, &standings);
-            Html(html + "</body></html>\n").into_response()
+            Html(render(now, &rows, &minutes, &standings)).into_response()
         }
         Err(e) => unavailable(e).into_response(),
     }
 }
 
-/// The page up to its last section, which [`demotions`] adds.
-pub fn render(now: DateTime<Utc>, rows: &[ReportRow], minutes: &[MinuteCount]) -> String {
+/// The whole page.
+pub fn render(
+    now: DateTime<Utc>,
+    rows: &[ReportRow],
+    minutes: &[MinuteCount],
+    standings: &[Standing],
+) -> String {
     let mut html = String::with_capacity(8192);
     html.push_str(HEAD);
     let _ = write!(
@@ -42,6 +45,8 @@ pub fn render(now: DateTime<Utc>, rows: &[ReportRow], minutes: &[MinuteCount]) -
     minute_chart(&mut html, now, minutes);
     html.push_str("<h2>By channel, provider and country</h2>");
     table(&mut html, rows);
+    demotions(&mut html, standings);
+    html.push_str("</body></html>\n");
     html
 }
 
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_page_escapes_names_and_shows_the_figures() {
-        let html = render(Utc::now(), &[row("<script>x</script>")], &[]);
+        let html = render(Utc::now(), &[row("<script>x</script>")], &[], &[]);
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("90.0%") && html.contains("provider_transient ×1"));
