@@ -22,32 +22,20 @@ use std::time::{Duration, Instant};
 
 /// The bulk lane as docs/operations.md suggests it: a window wide enough to see the other
 /// accounts' jobs behind one account's flood, a share of the call slots (`BENCH_BULK_IN_FLIGHT`,
-/// default 200, of the shipped 2,000), half of them per account.
-const BULK_LANE: [(&str, &str); 5] = [
-    ("LIMITS__ENABLED", "false"),
-    ("AMQP__ROUTING_KEYS", "*"),
-    ("AMQP__LANES__BULK__ROUTING_KEYS", "bulk.*"),
-    ("AMQP__LANES__BULK__PREFETCH", "20000"),
-    ("AMQP__LANES__BULK__ACCOUNT_SHARE", "0.5"),
-];
-const BULK_IN_FLIGHT: &str = "AMQP__LANES__BULK__MAX_IN_FLIGHT";
-
-fn bulk_in_flight() -> String {
-    std::env::var("BENCH_BULK_IN_FLIGHT").unwrap_or_else(|_| "200".into())
-}
-
-/// The bench's own view of the lanes, to declare and remove the queues otpd will consume.
-fn with_bulk_lane(s: &mut Settings) {
-    s.amqp.routing_keys = StringList::from("*");
-    let bulk = LaneSettings {
+/// default 200, of the shipped 2,000), `share` of them per account.
+fn bulk_lane(share: f64) -> LaneSettings {
+    LaneSettings {
         routing_keys: StringList::from("bulk.*"),
         prefetch: 20_000,
-        max_in_flight: bulk_in_flight()
-            .parse()
-            .expect("BENCH_BULK_IN_FLIGHT is a number"),
-        account_share: 0.5,
-    };
-    s.amqp.lanes.insert("bulk".into(), bulk);
+        max_in_flight: bulk_in_flight(),
+        account_share: share,
+    }
+}
+
+fn bulk_in_flight() -> u32 {
+    std::env::var("BENCH_BULK_IN_FLIGHT").map_or(200, |v| {
+        v.parse().expect("BENCH_BULK_IN_FLIGHT is a number")
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -112,21 +100,36 @@ pub async fn run(conn: &Connection, bulk: usize, rate: u32) {
     row("account B", &fair.others, &unfair.others);
 }
 
-/// The settings (beyond the run's names) an otpd of `kind` runs with, as the bench sees them
-/// and as the child's environment.
+/// The settings (beyond the run's names) an otpd of `kind` runs with: set on the bench's own
+/// view (to declare and remove the queues otpd will consume) and returned as the child's
+/// environment.
 fn lanes_of(kind: Kind, settings: &mut Settings) -> Vec<(&'static str, String)> {
-    let mut extra: Vec<(&str, String)> =
-        BULK_LANE.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    extra.push((BULK_IN_FLIGHT, bulk_in_flight()));
-    match kind {
-        Kind::OneQueue => extra.truncate(1),
-        Kind::Unfair => extra.push(("AMQP__LANES__BULK__ACCOUNT_SHARE", "1".into())),
-        _ => {}
-    }
-    if kind != Kind::OneQueue {
-        with_bulk_lane(settings);
-    }
-    extra
+    let mut env = vec![("LIMITS__ENABLED", "false".to_string())];
+    let share = match kind {
+        Kind::OneQueue => return env,
+        Kind::Unfair => 1.0,
+        _ => 0.5,
+    };
+    let lane = bulk_lane(share);
+    env.extend([
+        ("AMQP__ROUTING_KEYS", "*".to_string()),
+        (
+            "AMQP__LANES__BULK__ROUTING_KEYS",
+            lane.routing_keys.0.join(","),
+        ),
+        ("AMQP__LANES__BULK__PREFETCH", lane.prefetch.to_string()),
+        (
+            "AMQP__LANES__BULK__MAX_IN_FLIGHT",
+            lane.max_in_flight.to_string(),
+        ),
+        (
+            "AMQP__LANES__BULK__ACCOUNT_SHARE",
+            lane.account_share.to_string(),
+        ),
+    ]);
+    settings.amqp.routing_keys = StringList::from("*");
+    settings.amqp.lanes.insert("bulk".into(), lane);
+    env
 }
 
 async fn one(conn: &Connection, kind: Kind, bulk: usize, others: usize, rate: u32) -> Outcome {
